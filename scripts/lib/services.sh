@@ -1,0 +1,407 @@
+#!/usr/bin/env bash
+# Shared helpers for scripts/serve, scripts/test and scripts/stop.
+#
+# Starts a private MariaDB and Redis for this checkout, bound to 127.0.0.1
+# only, with all state under "$ROOT/.data/" (git-ignored). No systemd: the
+# daemons are started directly and tracked by pid files under .data.
+#
+# Source it; do not execute it.
+#
+# Environment:
+#   PRODUCT_API_DB_PORT     MariaDB TCP port (default 13306)
+#   PRODUCT_API_REDIS_PORT  Redis TCP port   (default 16379)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
+DATA_DIR="$ROOT/.data"
+
+DB_PORT="${PRODUCT_API_DB_PORT:-13306}"
+REDIS_PORT="${PRODUCT_API_REDIS_PORT:-16379}"
+
+MARIADB_DATADIR="$DATA_DIR/mariadb"
+MARIADB_CNF="$DATA_DIR/my.cnf"
+MARIADB_PID="$DATA_DIR/mariadb.pid"
+MARIADB_LOG="$DATA_DIR/mariadb.log"
+MARIADB_TMPDIR="$DATA_DIR/tmp"
+# Unix socket paths are limited to ~107 bytes; a deep checkout falls back to
+# a per-checkout path under /tmp so the server can still start.
+MARIADB_SOCKET="$DATA_DIR/mariadb.sock"
+if ((${#MARIADB_SOCKET} > 100)); then
+    MARIADB_SOCKET="/tmp/product-api-$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)-mariadb.sock"
+fi
+
+REDIS_DIR="$DATA_DIR/redis"
+REDIS_PID="$DATA_DIR/redis.pid"
+REDIS_LOG="$DATA_DIR/redis.log"
+
+# Set by start_mariadb / start_redis: 1 if the service was already running.
+# shellcheck disable=SC2034  # read by the sourcing scripts
+MARIADB_WAS_RUNNING=0
+# shellcheck disable=SC2034
+REDIS_WAS_RUNNING=0
+
+DB_USER="product_api"
+DB_PASSWORD="product_api"
+DB_NAME="product_api"
+
+# mariadbd and friends live in /usr/sbin, which is not on every PATH.
+case ":$PATH:" in
+    *:/usr/sbin:*) ;;
+    *) PATH="$PATH:/usr/sbin:/sbin" ;;
+esac
+export PATH
+
+log() {
+    printf '==> %s\n' "$*" >&2
+}
+
+warn() {
+    printf 'warning: %s\n' "$*" >&2
+}
+
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+have() {
+    command -v "$1" >/dev/null 2>&1
+}
+
+# Run a command as root: directly when we are root, else via passwordless sudo.
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        "$@"
+    elif have sudo; then
+        sudo -n "$@"
+    else
+        die "need root to run: $*"
+    fi
+}
+
+# Install MariaDB and/or Redis from the Debian mirrors when missing.
+ensure_packages() {
+    local pkgs=()
+    local cmd
+    for cmd in mariadbd mariadb mariadb-admin mariadb-install-db; do
+        if ! have "$cmd"; then
+            pkgs+=(mariadb-server mariadb-client)
+            break
+        fi
+    done
+    for cmd in redis-server redis-cli; do
+        if ! have "$cmd"; then
+            pkgs+=(redis-server redis-tools)
+            break
+        fi
+    done
+    if ((${#pkgs[@]} == 0)); then
+        return 0
+    fi
+    log "installing ${pkgs[*]} (apt-get)"
+    as_root apt-get update </dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "${pkgs[@]}" </dev/null
+    hash -r
+    for cmd in mariadbd mariadb mariadb-admin mariadb-install-db redis-server redis-cli; do
+        have "$cmd" || die "$cmd still missing after apt-get install"
+    done
+}
+
+# Whether a process is alive. Zombies count as dead: a daemon killed hard is
+# reparented to PID 1, which may take a while to reap it.
+alive() {
+    local pid="$1" stat
+    kill -0 "$pid" 2>/dev/null || return 1
+    if [[ -r "/proc/$pid/stat" ]] && stat="$(<"/proc/$pid/stat")" 2>/dev/null; then
+        stat="${stat##*) }"
+        [[ "${stat:0:1}" != [ZX] ]] || return 1
+    fi
+    return 0
+}
+
+# The pid recorded in a pid file, if that process is alive and (when /proc
+# tells) is the expected program, not an unrelated process that reused the pid.
+live_pid() {
+    local file="$1" name="$2" pid comm
+    [[ -s "$file" ]] || return 1
+    pid="$(tr -dc '0-9' <"$file")"
+    [[ -n "$pid" ]] || return 1
+    alive "$pid" || return 1
+    if [[ -r "/proc/$pid/comm" ]]; then
+        comm="$(<"/proc/$pid/comm")"
+        [[ "$comm" == "$name"* ]] || return 1
+    fi
+    printf '%s\n' "$pid"
+}
+
+# Wait (bounded) until a process is gone. Returns 1 on timeout.
+wait_gone() {
+    local pid="$1" timeout="$2" waited=0
+    while alive "$pid"; do
+        if ((waited >= timeout * 5)); then
+            return 1
+        fi
+        sleep 0.2
+        waited=$((waited + 1))
+    done
+}
+
+# Run "$@" holding an exclusive lock on .data/services.lock, so concurrent
+# scripts (say serve and test) do not start two servers on one datadir.
+# The lock is fd 9; daemons are launched with 9>&- so they do not inherit it.
+with_lock() {
+    mkdir -p "$DATA_DIR"
+    exec 9>>"$DATA_DIR/services.lock"
+    if ! flock -w 300 9; then
+        die "timed out waiting for $DATA_DIR/services.lock"
+    fi
+    "$@"
+    exec 9>&-
+}
+
+# ---------------------------------------------------------------- MariaDB
+
+# Admin client for our server: root over the private socket. The defaults
+# file must come first and keeps the clients away from /etc/mysql's socket.
+mariadb_root() {
+    mariadb --defaults-file="$MARIADB_CNF" "$@"
+}
+
+mariadb_ping() {
+    [[ -f "$MARIADB_CNF" ]] || return 1
+    mariadb-admin --defaults-file="$MARIADB_CNF" --connect-timeout=2 ping >/dev/null 2>&1
+}
+
+write_mariadb_cnf() {
+    local user
+    user="$(id -un)"
+    mkdir -p "$DATA_DIR" "$MARIADB_DATADIR" "$MARIADB_TMPDIR"
+    cat >"$MARIADB_CNF.tmp" <<EOF
+# Generated by scripts/lib/services.sh; rewritten on every start.
+[mysqld]
+user                           = $user
+datadir                        = $MARIADB_DATADIR
+tmpdir                         = $MARIADB_TMPDIR
+socket                         = $MARIADB_SOCKET
+pid-file                       = $MARIADB_PID
+log-error                      = $MARIADB_LOG
+port                           = $DB_PORT
+bind-address                   = 127.0.0.1
+skip-name-resolve
+character-set-server           = utf8mb4
+collation-server               = utf8mb4_unicode_ci
+max_connections                = 500
+innodb_buffer_pool_size        = 1G
+innodb_log_file_size           = 256M
+innodb_flush_log_at_trx_commit = 2
+innodb_ft_min_token_size       = 3
+
+[client]
+user                           = root
+socket                         = $MARIADB_SOCKET
+default-character-set          = utf8mb4
+EOF
+    mv "$MARIADB_CNF.tmp" "$MARIADB_CNF"
+}
+
+init_mariadb_datadir() {
+    log "initialising MariaDB datadir $MARIADB_DATADIR"
+    # --user is needed when running as root (mariadbd refuses root otherwise);
+    # "normal" auth gives root@localhost an empty password, reachable only
+    # through the private socket since TCP is loopback-only.
+    if ! mariadb-install-db \
+        --defaults-file="$MARIADB_CNF" \
+        --user="$(id -un)" \
+        --datadir="$MARIADB_DATADIR" \
+        --auth-root-authentication-method=normal \
+        --skip-test-db \
+        >"$DATA_DIR/mariadb-install-db.log" 2>&1; then
+        tail -n 40 "$DATA_DIR/mariadb-install-db.log" >&2 || true
+        die "mariadb-install-db failed (full log: $DATA_DIR/mariadb-install-db.log)"
+    fi
+}
+
+# Create the application user and database (idempotent).
+provision_mariadb() {
+    mariadb_root --batch <<EOF
+CREATE USER IF NOT EXISTS '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASSWORD';
+CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASSWORD';
+ALTER USER '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASSWORD';
+ALTER USER '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASSWORD';
+GRANT ALL PRIVILEGES ON *.* TO '$DB_USER'@'127.0.0.1' WITH GRANT OPTION;
+GRANT ALL PRIVILEGES ON *.* TO '$DB_USER'@'localhost' WITH GRANT OPTION;
+CREATE DATABASE IF NOT EXISTS \`$DB_NAME\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+FLUSH PRIVILEGES;
+EOF
+}
+
+# Start MariaDB on 127.0.0.1:$DB_PORT unless ours is already running.
+# Sets MARIADB_WAS_RUNNING=1 when it was, 0 when this call started it.
+start_mariadb() {
+    with_lock _start_mariadb
+}
+
+_start_mariadb() {
+    MARIADB_WAS_RUNNING=0
+    local pid waited=0 timeout=60
+    if pid="$(live_pid "$MARIADB_PID" mariadbd)"; then
+        # Ours is running; it may still be starting up (crash recovery).
+        until mariadb_ping; do
+            if ((waited >= timeout * 2)); then
+                tail -n 40 "$MARIADB_LOG" >&2 || true
+                die "MariaDB pid $pid (from $MARIADB_PID) is alive but not answering; run scripts/stop"
+            fi
+            sleep 0.5
+            waited=$((waited + 1))
+        done
+        # shellcheck disable=SC2034
+        MARIADB_WAS_RUNNING=1
+        log "MariaDB already running on 127.0.0.1:$DB_PORT (pid $pid)"
+        provision_mariadb
+        return 0
+    fi
+    rm -f "$MARIADB_PID"
+
+    log "starting MariaDB on 127.0.0.1:$DB_PORT (data: $MARIADB_DATADIR)"
+    write_mariadb_cnf
+    if [[ ! -d "$MARIADB_DATADIR/mysql" ]]; then
+        init_mariadb_datadir
+    fi
+    # A stale socket from a crash would make the client talk to nothing.
+    rm -f "$MARIADB_SOCKET" "$MARIADB_SOCKET.lock"
+
+    # setsid: own session, so Ctrl-C on `scripts/serve` does not reach it.
+    # (A background job of a non-interactive shell is no group leader, so
+    # setsid does not fork and $! is mariadbd's pid.)
+    nohup setsid mariadbd --defaults-file="$MARIADB_CNF" --user="$(id -un)" \
+        </dev/null >>"$MARIADB_LOG" 2>&1 9>&- &
+    pid=$!
+
+    until mariadb_ping; do
+        if ! alive "$pid"; then
+            tail -n 40 "$MARIADB_LOG" >&2 || true
+            die "mariadbd exited during start-up (log: $MARIADB_LOG)"
+        fi
+        if ((waited >= timeout * 2)); then
+            tail -n 40 "$MARIADB_LOG" >&2 || true
+            kill "$pid" 2>/dev/null || true
+            die "MariaDB did not answer within ${timeout}s (log: $MARIADB_LOG)"
+        fi
+        sleep 0.5
+        waited=$((waited + 1))
+    done
+    provision_mariadb
+    log "MariaDB ready (pid $(live_pid "$MARIADB_PID" mariadbd || echo "$pid"))"
+}
+
+stop_mariadb() {
+    with_lock _stop_mariadb
+}
+
+_stop_mariadb() {
+    local pid
+    if ! pid="$(live_pid "$MARIADB_PID" mariadbd)"; then
+        rm -f "$MARIADB_PID"
+        return 0
+    fi
+    log "stopping MariaDB (pid $pid)"
+    if ! mariadb-admin --defaults-file="$MARIADB_CNF" --connect-timeout=5 shutdown >/dev/null 2>&1; then
+        kill -TERM "$pid" 2>/dev/null || true
+    fi
+    if ! wait_gone "$pid" 120; then
+        warn "MariaDB (pid $pid) still running after 120s; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_gone "$pid" 10 || die "could not stop MariaDB (pid $pid)"
+    fi
+    rm -f "$MARIADB_PID"
+}
+
+# ------------------------------------------------------------------ Redis
+
+redis_ping() {
+    [[ "$(timeout 3 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == "PONG" ]]
+}
+
+# Start Redis on 127.0.0.1:$REDIS_PORT unless ours is already running.
+# Sets REDIS_WAS_RUNNING=1 when it was, 0 when this call started it.
+start_redis() {
+    with_lock _start_redis
+}
+
+_start_redis() {
+    REDIS_WAS_RUNNING=0
+    local pid waited=0 timeout=30
+    if pid="$(live_pid "$REDIS_PID" redis-server)"; then
+        until redis_ping; do
+            if ((waited >= timeout * 5)); then
+                tail -n 40 "$REDIS_LOG" >&2 || true
+                die "Redis pid $pid (from $REDIS_PID) is alive but not answering; run scripts/stop"
+            fi
+            sleep 0.2
+            waited=$((waited + 1))
+        done
+        # shellcheck disable=SC2034
+        REDIS_WAS_RUNNING=1
+        log "Redis already running on 127.0.0.1:$REDIS_PORT (pid $pid)"
+        return 0
+    fi
+    rm -f "$REDIS_PID"
+
+    log "starting Redis on 127.0.0.1:$REDIS_PORT"
+    mkdir -p "$REDIS_DIR"
+    # No config file: only these settings apply (/etc/redis is not read).
+    if ! redis-server \
+        --port "$REDIS_PORT" \
+        --bind 127.0.0.1 \
+        --dir "$REDIS_DIR" \
+        --daemonize yes \
+        --pidfile "$REDIS_PID" \
+        --logfile "$REDIS_LOG" \
+        --save "" \
+        --appendonly no \
+        </dev/null 9>&-; then
+        tail -n 40 "$REDIS_LOG" >&2 || true
+        die "redis-server failed to start (log: $REDIS_LOG)"
+    fi
+
+    until redis_ping; do
+        if ((waited >= timeout * 5)); then
+            tail -n 40 "$REDIS_LOG" >&2 || true
+            die "Redis did not answer within ${timeout}s (log: $REDIS_LOG)"
+        fi
+        sleep 0.2
+        waited=$((waited + 1))
+    done
+    log "Redis ready (pid $(live_pid "$REDIS_PID" redis-server || echo '?'))"
+}
+
+stop_redis() {
+    with_lock _stop_redis
+}
+
+_stop_redis() {
+    local pid
+    if ! pid="$(live_pid "$REDIS_PID" redis-server)"; then
+        rm -f "$REDIS_PID"
+        return 0
+    fi
+    log "stopping Redis (pid $pid)"
+    if ! timeout 10 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1; then
+        kill -TERM "$pid" 2>/dev/null || true
+    fi
+    if ! wait_gone "$pid" 30; then
+        warn "Redis (pid $pid) still running after 30s; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_gone "$pid" 10 || die "could not stop Redis (pid $pid)"
+    fi
+    rm -f "$REDIS_PID"
+}
+
+# --------------------------------------------------------------- Together
+
+# Stop whatever these scripts started (tracked by the pid files under .data).
+stop_services() {
+    stop_redis
+    stop_mariadb
+}

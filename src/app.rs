@@ -1,0 +1,97 @@
+//! The application: every pool, cache and key, built once; and the function that answers a
+//! request, callable by tests without a socket.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use http::header::HeaderValue;
+use http::Request;
+
+use crate::cache::{l1::L1, l2::L2, ResponseCache};
+use crate::config::Config;
+use crate::endpoints;
+use crate::error::ApiError;
+use crate::request::cursor::CursorKey;
+use crate::response::HttpResponse;
+use crate::route::{route, Route};
+use crate::store::Store;
+
+/// Everything a request needs, shared by all connections.
+pub struct App {
+    store: Arc<Store>,
+    cache: ResponseCache,
+    cursor_key: CursorKey,
+    /// `Cache-Control` of listing responses, matching the L2 TTL.
+    cache_control: HeaderValue,
+}
+
+impl App {
+    /// Connects the pool (and warms it), prepares the caches. Redis being down is not an error.
+    pub async fn build(config: &Config) -> anyhow::Result<App> {
+        let cursor_secret = config
+            .cursor_secret
+            .as_ref()
+            .context("CURSOR_SECRET: is not set; it signs pagination cursors (32+ bytes, the same on every instance)")?;
+        let store = Store::new(config.database_url.expose(), &config.store)
+            .context("DATABASE_URL")?;
+        store
+            .warm(config.store.pool_min)
+            .await
+            .context("connecting to MySQL (DATABASE_URL)")?;
+        let l1 = L1::new(config.l1_capacity_bytes, config.l1_ttl);
+        let l2 = L2::new(config.redis_url.expose(), config.l2.clone()).context("REDIS_URL")?;
+        let cache_control = HeaderValue::try_from(format!(
+            "public, max-age={}",
+            config.l2.ttl.as_secs()
+        ))
+        .expect("digits are a valid header value");
+        Ok(App {
+            store: Arc::new(store),
+            cache: ResponseCache::new(l1, l2, config.lock_wait),
+            cursor_key: CursorKey::new(cursor_secret.expose().as_bytes()),
+            cache_control,
+        })
+    }
+
+    /// Answers one request; every error becomes its response here.
+    pub async fn handle<B>(&self, request: &Request<B>) -> HttpResponse {
+        let outcome = match route(request.method(), request.uri().path()) {
+            Route::ListProducts => {
+                endpoints::products::list(self, request.uri(), request.headers()).await
+            }
+            Route::Health => Ok(endpoints::health::health()),
+            Route::Ready => Ok(endpoints::health::ready(self).await),
+            Route::MethodNotAllowed(allow) => Err(ApiError::MethodNotAllowed(allow)),
+            Route::NotFound => Err(ApiError::NotFound),
+        };
+        outcome.unwrap_or_else(ApiError::into_response)
+    }
+
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    #[must_use]
+    pub fn cache(&self) -> &ResponseCache {
+        &self.cache
+    }
+
+    #[must_use]
+    pub fn cursor_key(&self) -> &CursorKey {
+        &self.cursor_key
+    }
+
+    #[must_use]
+    pub fn cache_control(&self) -> &HeaderValue {
+        &self.cache_control
+    }
+
+    /// Closes the MySQL pool once no request holds the app any more.
+    pub async fn close(self) {
+        if let Ok(store) = Arc::try_unwrap(self.store) {
+            store.disconnect().await;
+        }
+    }
+}
+

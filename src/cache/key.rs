@@ -1,0 +1,55 @@
+//! Cache keys: the canonical form of a listing, so equivalent requests share one entry.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use crate::request::Listing;
+
+/// A normalised listing: canonical sort and filters, page size and start position.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey(Arc<str>);
+
+impl CacheKey {
+    /// `sort=-price&category=tops&take=20&after=1250.42` (position as key and id).
+    #[must_use]
+    pub fn for_listing(listing: &Listing) -> Self {
+        let mut key = String::with_capacity(listing.canonical_filters.len() + 48);
+        key.push_str(&listing.canonical_filters);
+        let _ = write!(key, "&take={}", listing.query.take);
+        if let Some(after) = listing.query.after {
+            let _ = write!(key, "&after={}.{}", after.key, after.id);
+        }
+        CacheKey(key.into())
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::{cursor::CursorKey, parse_listing};
+
+    fn key(query: &str) -> String {
+        let listing = parse_listing(Some(query), &CursorKey::new(b"k")).unwrap();
+        CacheKey::for_listing(&listing).as_str().to_owned()
+    }
+
+    #[test]
+    fn equivalent_requests_share_a_key() {
+        let cases = [
+            ("", "take=20&sort=-created_at"),
+            ("sort=-PRICE&category=tops", "category=tops&sort=-price"),
+            ("min_price=1.5&take=5", "take=05&min_price=1.50"),
+            ("search=Oak%20Lamp", "search=oak+lamp"),
+        ];
+        for (a, b) in cases {
+            assert_eq!(key(a), key(b), "{a} vs {b}");
+        }
+        assert_eq!(key(""), "sort=-created_at&take=20");
+        assert_ne!(key("take=5"), key("take=6"));
+    }
+}

@@ -1,0 +1,228 @@
+//! L2: finished responses in Redis, shared by every instance, plus the cross-instance fill lock.
+//!
+//! Redis is an accelerator, never a dependency: every call has a deadline of milliseconds and
+//! any failure reads as a miss. After repeated failures a breaker skips Redis for a cool-down,
+//! so a dead Redis costs requests nothing; the first call after the cool-down probes it again,
+//! so Redis is used again without a restart.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+
+use super::{key::CacheKey, CachedPage};
+
+/// Settings of the Redis side.
+#[derive(Debug, Clone)]
+pub struct L2Settings {
+    /// Prefix of every key, so deployments (and tests) sharing a Redis do not collide.
+    pub namespace: String,
+    pub ttl: Duration,
+    /// The most one Redis call may take before it counts as a miss.
+    pub timeout: Duration,
+    /// How long a fill lock lives if its holder dies.
+    pub lock_ttl: Duration,
+}
+
+/// Failures in a row that open the breaker.
+const BREAKER_THRESHOLD: u32 = 3;
+/// How long an open breaker skips Redis.
+const BREAKER_COOL_DOWN: Duration = Duration::from_millis(500);
+
+/// The shared cache.
+pub struct L2 {
+    connection: ConnectionManager,
+    settings: L2Settings,
+    breaker: Breaker,
+}
+
+/// Outcome of trying to take the fill lock of a key.
+#[derive(Debug)]
+pub enum FillLock {
+    /// We hold it and must release it with this token.
+    Held(String),
+    /// Another instance is filling the key.
+    Busy,
+    /// Redis did not answer; fill without coordination.
+    Unavailable,
+}
+
+/// Releases a lock only if it still holds the caller's token: a holder that outlived its lock
+/// must never delete the next holder's lock.
+const UNLOCK_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+impl L2 {
+    /// Creates the client without connecting: a Redis that is down at start-up is not an error.
+    pub fn new(redis_url: &str, settings: L2Settings) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(redis_url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.timeout))
+            .set_response_timeout(Some(settings.timeout))
+            .set_number_of_retries(1);
+        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(L2 {
+            connection,
+            settings,
+            breaker: Breaker::default(),
+        })
+    }
+
+    pub async fn get(&self, key: &CacheKey) -> Option<CachedPage> {
+        let redis_key = self.page_key(key);
+        let bytes: Option<Vec<u8>> = self
+            .call(|mut c| async move { c.get(redis_key).await })
+            .await
+            .flatten();
+        bytes.and_then(|bytes| CachedPage::decode(Bytes::from(bytes)))
+    }
+
+    /// Stores a page; a failure only means the next instance misses too.
+    pub async fn set(&self, key: &CacheKey, page: &CachedPage) {
+        let redis_key = self.page_key(key);
+        let value = page.encode();
+        let ttl = self.settings.ttl.as_secs().max(1);
+        self.call(|mut c| async move { c.set_ex::<_, _, ()>(redis_key, value.as_ref(), ttl).await })
+            .await;
+    }
+
+    pub async fn lock(&self, key: &CacheKey) -> FillLock {
+        let lock_key = self.lock_key(key);
+        let token = random_token();
+        let ttl_ms = self.settings.lock_ttl.as_millis() as u64;
+        let owner = token.clone();
+        let reply: Option<Option<String>> = self
+            .call(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(lock_key)
+                    .arg(owner)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await;
+        match reply {
+            Some(Some(_)) => FillLock::Held(token),
+            Some(None) => FillLock::Busy,
+            None => FillLock::Unavailable,
+        }
+    }
+
+    pub async fn unlock(&self, key: &CacheKey, token: String) {
+        let lock_key = self.lock_key(key);
+        self.call(|mut c| async move {
+            unlock_script()
+                .key(lock_key)
+                .arg(token)
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await;
+    }
+
+    /// Whether Redis answers a PING within the deadline (for `/ready`).
+    pub async fn ping(&self) -> bool {
+        let mut connection = self.connection.clone();
+        let ping = async move { redis::cmd("PING").query_async::<String>(&mut connection).await };
+        matches!(
+            tokio::time::timeout(self.settings.timeout, ping).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Redis calls that failed or timed out, for operators and tests.
+    #[must_use]
+    pub fn failures(&self) -> u64 {
+        self.breaker.total_failures.load(Ordering::Relaxed)
+    }
+
+    /// Runs one Redis call under the deadline and the breaker; `None` on any failure.
+    async fn call<T, F, Fut>(&self, command: F) -> Option<T>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        if self.breaker.is_open() {
+            return None;
+        }
+        let outcome = tokio::time::timeout(self.settings.timeout, command(self.connection.clone())).await;
+        match outcome {
+            Ok(Ok(value)) => {
+                self.breaker.record_success();
+                Some(value)
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "redis call failed; treating as a miss");
+                self.breaker.record_failure();
+                None
+            }
+            Err(_) => {
+                tracing::debug!("redis call timed out; treating as a miss");
+                self.breaker.record_failure();
+                None
+            }
+        }
+    }
+
+    fn page_key(&self, key: &CacheKey) -> String {
+        format!("{}:page:{}", self.settings.namespace, key.as_str())
+    }
+
+    fn lock_key(&self, key: &CacheKey) -> String {
+        format!("{}:lock:{}", self.settings.namespace, key.as_str())
+    }
+}
+
+fn unlock_script() -> &'static Script {
+    static SCRIPT: OnceLock<Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(UNLOCK_SCRIPT))
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 16] = rand::random();
+    hex::encode(bytes)
+}
+
+/// Consecutive-failure breaker: cheap atomics, no lock on the hot path.
+#[derive(Default)]
+struct Breaker {
+    consecutive_failures: AtomicU32,
+    /// Milliseconds since `epoch()` until which Redis is skipped; 0 when closed.
+    open_until_ms: AtomicU64,
+    total_failures: AtomicU64,
+}
+
+impl Breaker {
+    fn is_open(&self) -> bool {
+        let until = self.open_until_ms.load(Ordering::Relaxed);
+        until != 0 && now_ms() < until
+    }
+
+    fn record_success(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.open_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    fn record_failure(&self) {
+        self.total_failures.fetch_add(1, Ordering::Relaxed);
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= BREAKER_THRESHOLD {
+            let until = now_ms() + BREAKER_COOL_DOWN.as_millis() as u64;
+            self.open_until_ms.store(until, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Milliseconds on a monotonic clock since the first call.
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}

@@ -1,0 +1,221 @@
+//! Cache stage: finished responses (body, ETag, Link) in L1 (moka) over L2 (Redis).
+//!
+//! Owns coalescing: concurrent misses of a key make one load per instance (moka's entry API)
+//! and, across instances, one per key while the Redis fill lock is held; waiters read L2 and
+//! load themselves only when the holder is too slow. Never talks to MySQL itself: the caller
+//! passes the load.
+
+pub mod key;
+pub mod l1;
+pub mod l2;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::HeaderValue;
+
+use crate::store::StoreError;
+pub use key::CacheKey;
+use l1::L1;
+use l2::{FillLock, L2};
+
+/// A finished listing response, as cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedPage {
+    pub body: Bytes,
+    pub etag: HeaderValue,
+    /// The `Link: <…>; rel="next"` value when there is a next page.
+    pub next_link: Option<HeaderValue>,
+}
+
+/// Where a response came from, for `X-Cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    HitL1,
+    HitL2,
+    Miss,
+}
+
+impl CacheStatus {
+    #[must_use]
+    pub fn header_value(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            CacheStatus::HitL1 => "HIT-L1",
+            CacheStatus::HitL2 => "HIT-L2",
+            CacheStatus::Miss => "MISS",
+        })
+    }
+}
+
+/// The two cache levels and the coalescing rules.
+pub struct ResponseCache {
+    l1: L1,
+    l2: L2,
+    /// How long a waiter waits for another instance's fill before loading itself.
+    lock_wait: Duration,
+}
+
+/// First pause between L2 reads while another instance fills a key; doubles each time.
+const FIRST_L2_POLL: Duration = Duration::from_millis(2);
+
+impl ResponseCache {
+    #[must_use]
+    pub fn new(l1: L1, l2: L2, lock_wait: Duration) -> Self {
+        ResponseCache { l1, l2, lock_wait }
+    }
+
+    /// The cached page for `key`, loading it with `load` on a miss of both levels.
+    pub async fn get_or_load<F, Fut>(
+        &self,
+        key: &CacheKey,
+        load: F,
+    ) -> Result<(CachedPage, CacheStatus), Arc<StoreError>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<CachedPage, StoreError>>,
+    {
+        if let Some(page) = self.l1.get(key).await {
+            return Ok((page, CacheStatus::HitL1));
+        }
+        let mut origin = CacheStatus::HitL1;
+        let entry = self
+            .l1
+            .pages()
+            .entry_by_ref(key)
+            .or_try_insert_with(async {
+                let (page, status) = self.load_shared(key, load).await?;
+                origin = status;
+                Ok::<_, StoreError>(page)
+            })
+            .await?;
+        let status = if entry.is_fresh() { origin } else { CacheStatus::HitL1 };
+        Ok((entry.into_value(), status))
+    }
+
+    /// Redis's state for `/ready`.
+    pub async fn l2_is_up(&self) -> bool {
+        self.l2.ping().await
+    }
+
+    #[must_use]
+    pub fn l2(&self) -> &L2 {
+        &self.l2
+    }
+
+    /// L2, then the fill lock, then the load; the result goes to L2 for other instances.
+    async fn load_shared<F, Fut>(
+        &self,
+        key: &CacheKey,
+        load: F,
+    ) -> Result<(CachedPage, CacheStatus), StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<CachedPage, StoreError>>,
+    {
+        if let Some(page) = self.l2.get(key).await {
+            return Ok((page, CacheStatus::HitL2));
+        }
+        let lock = self.l2.lock(key).await;
+        if matches!(lock, FillLock::Busy) {
+            if let Some(page) = self.wait_for_fill(key).await {
+                return Ok((page, CacheStatus::HitL2));
+            }
+        }
+        let page = load().await;
+        if let Ok(page) = &page {
+            self.l2.set(key, page).await;
+        }
+        if let FillLock::Held(token) = lock {
+            self.l2.unlock(key, token).await;
+        }
+        Ok((page?, CacheStatus::Miss))
+    }
+
+    /// Polls L2 with growing pauses until the holder's page appears or `lock_wait` passes.
+    async fn wait_for_fill(&self, key: &CacheKey) -> Option<CachedPage> {
+        let deadline = tokio::time::Instant::now() + self.lock_wait;
+        let mut pause = FIRST_L2_POLL;
+        while tokio::time::Instant::now() + pause < deadline {
+            tokio::time::sleep(pause).await;
+            if let Some(page) = self.l2.get(key).await {
+                return Some(page);
+            }
+            pause *= 2;
+        }
+        None
+    }
+}
+
+impl CachedPage {
+    /// Bytes it occupies, for the L1 weigher.
+    #[must_use]
+    pub fn weight(&self) -> usize {
+        self.body.len() + self.etag.len() + self.next_link.as_ref().map_or(0, HeaderValue::len)
+    }
+
+    /// `[etag_len u16][etag][link_len u16][link][body]`, the L2 value.
+    #[must_use]
+    pub fn encode(&self) -> Bytes {
+        let link = self.next_link.as_ref().map_or(&b""[..], HeaderValue::as_bytes);
+        let mut out = BytesMut::with_capacity(4 + self.etag.len() + link.len() + self.body.len());
+        out.put_u16(self.etag.len() as u16);
+        out.put_slice(self.etag.as_bytes());
+        out.put_u16(link.len() as u16);
+        out.put_slice(link);
+        out.put_slice(&self.body);
+        out.freeze()
+    }
+
+    /// The inverse of [`CachedPage::encode`]; `None` for anything malformed (a miss).
+    #[must_use]
+    pub fn decode(mut bytes: Bytes) -> Option<CachedPage> {
+        let etag = take_prefixed(&mut bytes)?;
+        let link = take_prefixed(&mut bytes)?;
+        Some(CachedPage {
+            etag: HeaderValue::from_maybe_shared(etag).ok()?,
+            next_link: if link.is_empty() {
+                None
+            } else {
+                Some(HeaderValue::from_maybe_shared(link).ok()?)
+            },
+            body: bytes,
+        })
+    }
+}
+
+fn take_prefixed(bytes: &mut Bytes) -> Option<Bytes> {
+    if bytes.len() < 2 {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([bytes[0], bytes[1]]));
+    if bytes.len() < 2 + len {
+        return None;
+    }
+    let _ = bytes.split_to(2);
+    Some(bytes.split_to(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn l2_encoding_round_trips_and_rejects_garbage() {
+        let page = CachedPage {
+            body: Bytes::from_static(b"{\"data\":[]}"),
+            etag: HeaderValue::from_static("\"abc\""),
+            next_link: Some(HeaderValue::from_static("</products/v1?cursor=x>; rel=\"next\"")),
+        };
+        assert_eq!(CachedPage::decode(page.encode()), Some(page.clone()));
+        let last = CachedPage {
+            next_link: None,
+            ..page
+        };
+        assert_eq!(CachedPage::decode(last.encode()), Some(last));
+        for garbage in [&b""[..], b"\x00", b"\x00\x09abc", b"\x00\x01\n\x00\x00"] {
+            assert_eq!(CachedPage::decode(Bytes::copy_from_slice(garbage)), None);
+        }
+    }
+}

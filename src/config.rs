@@ -1,0 +1,246 @@
+//! Configuration: one typed [`Config`], read from the environment (and `.env`) once at
+//! start-up. A missing or malformed setting stops start-up with a message naming it.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::cache::l2::L2Settings;
+use crate::store::StoreSettings;
+
+/// A value that must never be printed (passwords, URLs with credentials, signing keys).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    #[must_use]
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Every setting of the service.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub port: u16,
+    pub database_url: Secret,
+    pub redis_url: Secret,
+    /// Signs pagination cursors; the same on every instance. Required to serve.
+    pub cursor_secret: Option<Secret>,
+    pub store: StoreSettings,
+    pub l1_capacity_bytes: u64,
+    pub l1_ttl: Duration,
+    pub l2: L2Settings,
+    /// How long a request waits for another instance to fill a key before loading itself.
+    pub lock_wait: Duration,
+    pub server: ServerSettings,
+}
+
+/// The HTTP server's limits.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub max_connections: usize,
+    /// A client that has not sent its headers by then is disconnected.
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+/// A setting that is missing or malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// The shortest accepted cursor secret, in bytes.
+pub const MIN_CURSOR_SECRET_LEN: usize = 32;
+
+impl Config {
+    /// Reads `.env` if present (without overriding the environment), then the environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let _ = dotenvy::dotenv();
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds the configuration from any source of variables (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let env = Env(&lookup);
+        let cursor_secret = env.text("CURSOR_SECRET").map(Secret::new);
+        if let Some(secret) = &cursor_secret {
+            if secret.expose().len() < MIN_CURSOR_SECRET_LEN {
+                return Err(invalid(
+                    "CURSOR_SECRET",
+                    format!("must be at least {MIN_CURSOR_SECRET_LEN} bytes"),
+                ));
+            }
+        }
+        let pool_min = env.parse("DB_POOL_MIN", 4)?;
+        let pool_max = env.parse("DB_POOL_MAX", 32)?;
+        if pool_max == 0 || pool_min > pool_max {
+            return Err(invalid("DB_POOL_MAX", "must be at least 1 and at least DB_POOL_MIN".into()));
+        }
+        Ok(Config {
+            port: env.parse("PORT", 8000)?,
+            database_url: database_url(&env)?,
+            redis_url: redis_url(&env)?,
+            cursor_secret,
+            store: StoreSettings {
+                pool_min,
+                pool_max,
+                query_timeout: env.millis("DB_QUERY_TIMEOUT_MS", 2_000)?,
+            },
+            l1_capacity_bytes: env.parse("L1_CAPACITY_BYTES", 64 * 1024 * 1024)?,
+            l1_ttl: env.millis("L1_TTL_MS", 5_000)?,
+            l2: L2Settings {
+                namespace: env.text("CACHE_NAMESPACE").unwrap_or_else(|| "product-api".into()),
+                ttl: Duration::from_secs(env.parse("L2_TTL_SECONDS", 60)?),
+                timeout: env.millis("REDIS_TIMEOUT_MS", 100)?,
+                lock_ttl: env.millis("FILL_LOCK_TTL_MS", 3_000)?,
+            },
+            lock_wait: env.millis("FILL_LOCK_WAIT_MS", 250)?,
+            server: ServerSettings {
+                max_connections: env.parse("MAX_CONNECTIONS", 10_000)?,
+                header_read_timeout: env.millis("HEADER_READ_TIMEOUT_MS", 5_000)?,
+                shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", 10_000)?,
+            },
+        })
+    }
+}
+
+/// `DATABASE_URL`, or one built from the seed's `DB_*` variables.
+fn database_url(env: &Env<'_>) -> Result<Secret, ConfigError> {
+    if let Some(url) = env.text("DATABASE_URL") {
+        return Ok(Secret::new(url));
+    }
+    let Some(host) = env.text("DB_HOST") else {
+        return Err(invalid(
+            "DATABASE_URL",
+            "is not set (nor DB_HOST): give mysql://user:password@host:port/database".into(),
+        ));
+    };
+    let port: u16 = env.parse("DB_PORT", 3306)?;
+    let user = env.text("DB_USER").unwrap_or_else(|| "root".into());
+    let password = env.text("DB_PASSWORD").unwrap_or_default();
+    let name = env.text("DB_NAME").unwrap_or_else(|| "product_api".into());
+    Ok(Secret::new(format!(
+        "mysql://{}:{}@{host}:{port}/{}",
+        encode(&user),
+        encode(&password),
+        encode(&name)
+    )))
+}
+
+/// `REDIS_URL`, or one built from the seed's `REDIS_*` variables (default `127.0.0.1:6379`).
+fn redis_url(env: &Env<'_>) -> Result<Secret, ConfigError> {
+    if let Some(url) = env.text("REDIS_URL") {
+        return Ok(Secret::new(url));
+    }
+    let host = env.text("REDIS_HOST").unwrap_or_else(|| "127.0.0.1".into());
+    let port: u16 = env.parse("REDIS_PORT", 6379)?;
+    let credentials = match (env.text("REDIS_USERNAME"), env.text("REDIS_PASSWORD")) {
+        (None, None) => String::new(),
+        (user, password) => format!(
+            "{}:{}@",
+            encode(&user.unwrap_or_default()),
+            encode(&password.unwrap_or_default())
+        ),
+    };
+    Ok(Secret::new(format!("redis://{credentials}{host}:{port}/")))
+}
+
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    crate::request::query_string::encode_into(value, &mut out);
+    out
+}
+
+fn invalid(name: &'static str, reason: String) -> ConfigError {
+    ConfigError::Invalid { name, reason }
+}
+
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    /// A non-empty value; an empty variable counts as unset.
+    fn text(&self, name: &str) -> Option<String> {
+        (self.0)(name).filter(|value| !value.trim().is_empty())
+    }
+
+    fn parse<T: FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.text(name) {
+            None => Ok(default),
+            Some(text) => text
+                .trim()
+                .parse()
+                .map_err(|error| invalid(name, format!("{text:?} is not valid: {error}"))),
+        }
+    }
+
+    fn millis(&self, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
+        self.parse(name, default).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn builds_urls_from_the_seed_variables() {
+        let config = config(&[
+            ("DB_HOST", "db"),
+            ("DB_USER", "app"),
+            ("DB_PASSWORD", "p@ss word"),
+            ("DB_NAME", "shop"),
+            ("REDIS_HOST", "cache"),
+            ("REDIS_PASSWORD", "x"),
+        ])
+        .unwrap();
+        assert_eq!(config.database_url.expose(), "mysql://app:p%40ss%20word@db:3306/shop");
+        assert_eq!(config.redis_url.expose(), "redis://:x@cache:6379/");
+        assert_eq!(config.port, 8000);
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let cases: [(&[(&str, &str)], &str); 5] = [
+            (&[], "DATABASE_URL"),
+            (&[("DATABASE_URL", "mysql://x/y"), ("PORT", "eighty")], "PORT"),
+            (&[("DATABASE_URL", "mysql://x/y"), ("CURSOR_SECRET", "short")], "CURSOR_SECRET"),
+            (&[("DATABASE_URL", "mysql://x/y"), ("DB_POOL_MAX", "0")], "DB_POOL_MAX"),
+            (&[("DATABASE_URL", "mysql://x/y"), ("L1_TTL_MS", "-5")], "L1_TTL_MS"),
+        ];
+        for (pairs, name) in cases {
+            let error = config(pairs).unwrap_err().to_string();
+            assert!(error.starts_with(name), "{error}");
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let config = config(&[("DATABASE_URL", "mysql://u:hunter2@h/d")]).unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,4 @@
+//! Endpoint stage: one file per endpoint, each reading as the stages it calls.
+
+pub mod health;
+pub mod products;

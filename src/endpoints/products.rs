@@ -1,0 +1,128 @@
+//! `GET /products/v1`: parse → cache (L1 → L2 → store) → serialize → conditional response.
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LINK};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri};
+use http_body_util::Full;
+use sha2::{Digest, Sha256};
+
+use crate::app::App;
+use crate::cache::{CacheKey, CacheStatus, CachedPage};
+use crate::error::ApiError;
+use crate::request::{self, query_string, Listing};
+use crate::response::{self, HttpResponse, JSON};
+use crate::store::StoreError;
+
+/// `X-Cache`: which level answered.
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// Answers one listing request.
+pub async fn list(app: &App, uri: &Uri, headers: &HeaderMap) -> Result<HttpResponse, ApiError> {
+    let listing = request::parse_listing(uri.query(), app.cursor_key())?;
+    let key = CacheKey::for_listing(&listing);
+    let (page, status) = app
+        .cache()
+        .get_or_load(&key, || build_page(app, &listing))
+        .await
+        .map_err(ApiError::Database)?;
+    Ok(respond(&page, status, headers, app.cache_control()))
+}
+
+/// A miss of both cache levels: the store's rows as a finished, cacheable response.
+async fn build_page(app: &App, listing: &Listing) -> Result<CachedPage, StoreError> {
+    let page = app.store().list(&listing.query).await?;
+    let sort = listing.query.sort;
+    let next_cursor = page
+        .next_position(sort)
+        .map(|position| app.cursor_key().encode(sort, listing.fingerprint, position));
+    let body = response::page_body(&page, next_cursor.as_deref());
+    let etag = etag_of(&body);
+    let next_link = next_cursor.map(|cursor| next_link(listing, &cursor));
+    Ok(CachedPage {
+        body: Bytes::from(body),
+        etag,
+        next_link,
+    })
+}
+
+fn respond(
+    page: &CachedPage,
+    status: CacheStatus,
+    request_headers: &HeaderMap,
+    cache_control: &HeaderValue,
+) -> HttpResponse {
+    let not_modified = request_headers
+        .get(IF_NONE_MATCH)
+        .is_some_and(|value| etag_matches(value.as_bytes(), page.etag.as_bytes()));
+    let mut response = if not_modified {
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response
+    } else {
+        let mut response = Response::new(Full::new(page.body.clone()));
+        response.headers_mut().insert(CONTENT_TYPE, JSON);
+        response
+    };
+    let headers = response.headers_mut();
+    headers.insert(ETAG, page.etag.clone());
+    headers.insert(CACHE_CONTROL, cache_control.clone());
+    headers.insert(X_CACHE, status.header_value());
+    if let Some(link) = &page.next_link {
+        headers.insert(LINK, link.clone());
+    }
+    response
+}
+
+/// A strong ETag from the body's SHA-256 (computed once per fill, then cached with the body).
+fn etag_of(body: &[u8]) -> HeaderValue {
+    let digest = Sha256::digest(body);
+    let mut tag = Vec::with_capacity(34);
+    tag.push(b'"');
+    tag.extend_from_slice(hex::encode(&digest[..16]).as_bytes());
+    tag.push(b'"');
+    HeaderValue::from_bytes(&tag).expect("hex digits in quotes are a valid header value")
+}
+
+/// `If-None-Match` uses the weak comparison (RFC 9110 §13.1.2): `W/` prefixes are ignored.
+fn etag_matches(if_none_match: &[u8], etag: &[u8]) -> bool {
+    if_none_match
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .any(|candidate| {
+            candidate == b"*" || candidate.strip_prefix(b"W/").unwrap_or(candidate) == etag
+        })
+}
+
+/// `</products/v1?sort=…&take=…&cursor=…>; rel="next"`.
+fn next_link(listing: &Listing, cursor: &str) -> HeaderValue {
+    let mut link = String::with_capacity(listing.canonical_filters.len() + cursor.len() + 48);
+    link.push_str("</products/v1?");
+    link.push_str(&listing.canonical_filters);
+    link.push_str("&take=");
+    link.push_str(itoa::Buffer::new().format(listing.query.take));
+    link.push_str("&cursor=");
+    query_string::encode_into(cursor, &mut link);
+    link.push_str(">; rel=\"next\"");
+    HeaderValue::try_from(link).expect("percent-encoded ASCII is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_uses_weak_comparison_over_lists() {
+        let etag = b"\"abc\"";
+        let cases: [(&[u8], bool); 6] = [
+            (b"\"abc\"", true),
+            (b"W/\"abc\"", true),
+            (b"\"x\", \"abc\"", true),
+            (b"*", true),
+            (b"\"abd\"", false),
+            (b"", false),
+        ];
+        for (header, expected) in cases {
+            assert_eq!(etag_matches(header, etag), expected);
+        }
+    }
+}

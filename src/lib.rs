@@ -1,0 +1,31 @@
+//! product-api: a product catalogue over MySQL with an L1/L2 response cache.
+//!
+//! Modules are declared in the order a `GET /products/v1` flows through them; set-up and the
+//! error map sit apart.
+
+// Set-up: configuration, the application object, logging and the shutdown signal.
+pub mod app;
+pub mod config;
+pub mod shutdown;
+pub mod telemetry;
+
+// The request path, in order.
+// accept → connection (limits, timeouts, drain)
+pub mod server;
+// query string → validated listing, cursors
+pub mod request;
+// (method, path) → route
+pub mod route;
+// one file per endpoint
+pub mod endpoints;
+// L1 (moka) → L2 (redis) with coalescing
+pub mod cache;
+// MySQL: the only module that talks to it
+pub mod store;
+// serialization into one buffer per response
+pub mod response;
+
+// Beside the path: the vocabulary, the error map, and the seed data.
+pub mod domain;
+pub mod error;
+pub mod seed;

@@ -1,0 +1,72 @@
+//! RFC 9457 problem details, serialized by hand into one buffer.
+
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use super::{json::write_string, HttpResponse, PROBLEM_JSON};
+
+/// One problem response's fields; `type` is a stable relative URI per kind of mistake.
+#[derive(Debug, Clone, Copy)]
+pub struct Problem<'a> {
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub status: StatusCode,
+    pub detail: &'a str,
+    /// The query parameter at fault, when there is one.
+    pub parameter: Option<&'a str>,
+}
+
+impl Problem<'_> {
+    #[must_use]
+    pub fn body(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(160 + self.detail.len());
+        out.extend_from_slice(b"{\"type\":\"/problems/");
+        out.extend_from_slice(self.kind.as_bytes());
+        out.extend_from_slice(b"\",\"title\":");
+        write_string(self.title, &mut out);
+        out.extend_from_slice(b",\"status\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.status.as_u16()).as_bytes());
+        out.extend_from_slice(b",\"detail\":");
+        write_string(self.detail, &mut out);
+        if let Some(parameter) = self.parameter {
+            out.extend_from_slice(b",\"parameter\":");
+            write_string(parameter, &mut out);
+        }
+        out.push(b'}');
+        out
+    }
+
+    #[must_use]
+    pub fn response(&self) -> HttpResponse {
+        let mut response = Response::new(Full::new(self.body().into()));
+        *response.status_mut() = self.status;
+        response.headers_mut().insert(CONTENT_TYPE, PROBLEM_JSON);
+        response
+    }
+}
+
+/// `Retry-After` for 503s: dependencies usually recover or fail over within a second.
+pub const RETRY_AFTER_SECONDS: HeaderValue = HeaderValue::from_static("1");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_valid_problem_json() {
+        let problem = Problem {
+            kind: "invalid-parameter",
+            title: "Invalid parameter",
+            status: StatusCode::BAD_REQUEST,
+            detail: "parameter `take` must be \"1\"",
+            parameter: Some("take"),
+        };
+        let value: serde_json::Value = serde_json::from_slice(&problem.body()).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"type": "/problems/invalid-parameter", "title": "Invalid parameter",
+                "status": 400, "detail": "parameter `take` must be \"1\"", "parameter": "take"})
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! Routing stage: `(method, path)` to a [`Route`], by exact match on borrowed strings.
+//!
+//! Never allocates and never looks at the query string; a handful of fixed paths needs no trie.
+
+use http::Method;
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    ListProducts,
+    Health,
+    Ready,
+    /// The path exists but not for this method; carries the `Allow` header value.
+    MethodNotAllowed(&'static str),
+    NotFound,
+}
+
+const READ_ONLY: &str = "GET, HEAD";
+
+/// Resolves a request line to its route.
+#[must_use]
+pub fn route(method: &Method, path: &str) -> Route {
+    let target = match path {
+        "/products/v1" => Route::ListProducts,
+        "/health" => Route::Health,
+        "/ready" => Route::Ready,
+        _ => return Route::NotFound,
+    };
+    if method == Method::GET || method == Method::HEAD {
+        target
+    } else {
+        Route::MethodNotAllowed(READ_ONLY)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_known_paths_and_methods() {
+        let cases = [
+            (Method::GET, "/products/v1", Route::ListProducts),
+            (Method::HEAD, "/products/v1", Route::ListProducts),
+            (Method::GET, "/health", Route::Health),
+            (Method::GET, "/ready", Route::Ready),
+            (Method::POST, "/products/v1", Route::MethodNotAllowed(READ_ONLY)),
+            (Method::DELETE, "/health", Route::MethodNotAllowed(READ_ONLY)),
+            (Method::GET, "/products/v1/", Route::NotFound),
+            (Method::GET, "/products", Route::NotFound),
+            (Method::GET, "/", Route::NotFound),
+            (Method::POST, "/nowhere", Route::NotFound),
+        ];
+        for (method, path, expected) in cases {
+            assert_eq!(route(&method, path), expected, "{method} {path}");
+        }
+    }
+}

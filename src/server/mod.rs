@@ -1,0 +1,83 @@
+//! Server stage: the accept loop, one task per connection, limits and graceful drain.
+//!
+//! `run` takes its listener and its shutdown future as arguments, so tests bind port 0 and stop
+//! it when they like. It never decides what a request means: that is [`App::handle`].
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::app::App;
+use crate::config::ServerSettings;
+
+/// The longest pause after repeated accept errors (e.g. out of file descriptors).
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests for at
+/// most the configured grace period.
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    settings: &ServerSettings,
+    shutdown: impl Future<Output = ()>,
+) {
+    // Caps open connections: hyper has no limit of its own, and each connection holds memory.
+    let connection_slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .keep_alive(true);
+    let mut accept_backoff = Duration::from_millis(5);
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = connection_slots.clone().acquire_owned() => slot.expect("semaphore never closed"),
+        };
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => {
+                accept_backoff = Duration::from_millis(5);
+                stream
+            }
+            Err(error) => {
+                tracing::warn!(%error, backoff = ?accept_backoff, "accept failed");
+                tokio::time::sleep(accept_backoff).await;
+                accept_backoff = (accept_backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = service_fn(move |request: hyper::Request<Incoming>| {
+            let app = app.clone();
+            async move { Ok::<_, std::convert::Infallible>(app.handle(&request).await) }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(settings.shutdown_grace) => {
+            tracing::warn!(grace = ?settings.shutdown_grace, "grace period over; closing remaining connections");
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Store stage: the only module that talks to MySQL.
+//!
+//! Owns the connection pool, the listing statements, migrations and the seed. Every call is
+//! bounded by the query deadline, so a sick database costs a request at most that long.
+
+pub mod migrate;
+pub mod seed;
+pub mod sql;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
+
+use crate::domain::{ListingQuery, Page, Price, Product, Timestamp};
+use sql::Statements;
+
+/// Settings of the pool and its deadline.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub pool_min: usize,
+    pub pool_max: usize,
+    /// The most a listing query may take, connection wait included.
+    pub query_timeout: Duration,
+}
+
+/// Why the store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("database error: {0}")]
+    Database(#[from] mysql_async::Error),
+    #[error("unexpected column value in `{column}`: {value:?}")]
+    Decode { column: &'static str, value: Value },
+    #[error("invalid DATABASE_URL: {0}")]
+    Url(#[from] mysql_async::UrlError),
+}
+
+/// The MySQL side of the service.
+pub struct Store {
+    pool: Pool,
+    statements: Statements,
+    query_timeout: Duration,
+    /// Listing queries sent to MySQL; tests read it to prove coalescing.
+    listing_queries: AtomicU64,
+}
+
+impl Store {
+    /// Builds the pool (connections open lazily; [`Store::warm`] opens the minimum).
+    pub fn new(database_url: &str, settings: &StoreSettings) -> Result<Store, StoreError> {
+        let constraints = PoolConstraints::new(settings.pool_min, settings.pool_max.max(1))
+            .unwrap_or_else(|| PoolConstraints::new(1, settings.pool_max.max(1)).expect("1 <= max"));
+        // No reset on return: the service keeps no session state, and the reset costs a round
+        // trip per request and clears the prepared-statement cache.
+        let pool_opts = PoolOpts::default()
+            .with_constraints(constraints)
+            .with_reset_connection(false);
+        let opts = OptsBuilder::from_opts(Opts::from_url(database_url)?)
+            .pool_opts(pool_opts)
+            .stmt_cache_size(256)
+            .prefer_socket(false)
+            .tcp_nodelay(true);
+        Ok(Store {
+            pool: Pool::new(opts),
+            statements: Statements::build(),
+            query_timeout: settings.query_timeout,
+            listing_queries: AtomicU64::new(0),
+        })
+    }
+
+    /// Opens `count` connections so the first requests do not pay for the handshakes.
+    pub async fn warm(&self, count: usize) -> Result<(), StoreError> {
+        let mut connections = Vec::with_capacity(count);
+        for _ in 0..count.max(1) {
+            connections.push(self.connection().await?);
+        }
+        Ok(())
+    }
+
+    /// One page of a listing: at most `take` rows and whether more follow.
+    pub async fn list(&self, query: &ListingQuery) -> Result<Page, StoreError> {
+        self.listing_queries.fetch_add(1, Ordering::Relaxed);
+        let (sql, params) = self.statements.for_query(query);
+        let rows: Vec<Row> = self
+            .bounded(async {
+                let mut conn = self.pool.get_conn().await?;
+                match conn.exec(sql, params.clone()).await {
+                    Ok(rows) => Ok(rows),
+                    // A pooled connection can be dead after a database restart; reads are
+                    // idempotent, so one retry on a fresh connection hides the restart.
+                    Err(error) if is_connection_error(&error) => {
+                        drop(conn);
+                        self.pool.get_conn().await?.exec(sql, params).await
+                    }
+                    Err(error) => Err(error),
+                }
+            })
+            .await?;
+        let take = usize::from(query.take);
+        let has_more = rows.len() > take;
+        let products = rows
+            .into_iter()
+            .take(take)
+            .map(decode_product)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page { products, has_more })
+    }
+
+    /// `SELECT 1` within the deadline, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.bounded(async {
+            let mut conn = self.pool.get_conn().await?;
+            conn.ping().await
+        })
+        .await
+    }
+
+    /// How many listing queries this store has sent.
+    #[must_use]
+    pub fn listing_queries(&self) -> u64 {
+        self.listing_queries.load(Ordering::Relaxed)
+    }
+
+    /// A connection within the deadline, for the off-path jobs (migrate, seed).
+    pub async fn connection(&self) -> Result<Conn, StoreError> {
+        self.bounded(self.pool.get_conn()).await
+    }
+
+    /// Closes every connection; call once on shutdown.
+    pub async fn disconnect(self) {
+        if let Err(error) = self.pool.disconnect().await {
+            tracing::warn!(%error, "closing the MySQL pool");
+        }
+    }
+
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, mysql_async::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.query_timeout, work).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(StoreError::Timeout(self.query_timeout)),
+        }
+    }
+}
+
+fn is_connection_error(error: &mysql_async::Error) -> bool {
+    matches!(error, mysql_async::Error::Io(_) | mysql_async::Error::Driver(_))
+}
+
+fn decode_product(mut row: Row) -> Result<Product, StoreError> {
+    let mut column = |index: usize| row.take::<Value, _>(index).unwrap_or(Value::NULL);
+    Ok(Product {
+        id: decode_id(column(0))?,
+        name: decode_text("name", column(1))?,
+        description: decode_text("description", column(2))?,
+        price: decode_price(column(3))?,
+        category: decode_text("category", column(4))?,
+        created_at: decode_timestamp("created_at", column(5))?,
+        updated_at: decode_timestamp("updated_at", column(6))?,
+    })
+}
+
+fn decode_id(value: Value) -> Result<u64, StoreError> {
+    match value {
+        Value::UInt(id) => Ok(id),
+        Value::Int(id) if id >= 0 => Ok(id.unsigned_abs()),
+        value => Err(StoreError::Decode { column: "id", value }),
+    }
+}
+
+fn decode_text(column: &'static str, value: Value) -> Result<String, StoreError> {
+    match value {
+        Value::Bytes(bytes) => String::from_utf8(bytes).map_err(|error| StoreError::Decode {
+            column,
+            value: Value::Bytes(error.into_bytes()),
+        }),
+        Value::NULL => Ok(String::new()),
+        value => Err(StoreError::Decode { column, value }),
+    }
+}
+
+fn decode_price(value: Value) -> Result<Price, StoreError> {
+    match value {
+        Value::Bytes(ref text) => Price::parse(text).map_err(|_| StoreError::Decode {
+            column: "price",
+            value,
+        }),
+        value => Err(StoreError::Decode { column: "price", value }),
+    }
+}
+
+fn decode_timestamp(column: &'static str, value: Value) -> Result<Timestamp, StoreError> {
+    match value {
+        Value::Date(year, month, day, hour, minute, second, micros) => {
+            Ok(Timestamp::from_civil(crate::domain::timestamp::Civil {
+                year: i32::from(year),
+                month,
+                day,
+                hour,
+                minute,
+                second,
+                micros,
+            }))
+        }
+        value => Err(StoreError::Decode { column, value }),
+    }
+}

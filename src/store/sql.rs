@@ -1,0 +1,224 @@
+//! The listing's SQL, one prepared statement per query shape, built once at start-up.
+//!
+//! A shape is which filters are present, whether a cursor is, and the sort: 128 shapes, each a
+//! fixed text, so MySQL prepares each once per connection and the hot path never builds SQL.
+//! Plain listings name their index (`FORCE INDEX`, valid on MySQL 8 and MariaDB) so the plan is
+//! always a range scan in key order that stops after `take + 1` rows; the keyset condition is
+//! written as `k < ? OR (k = ? AND id < ?)` because both optimizers turn that into index ranges,
+//! while row-constructor comparisons are not reliably range-optimized.
+
+use std::fmt::Write as _;
+
+use mysql_async::Value;
+
+use crate::domain::{ListingQuery, Sort, Timestamp};
+
+const COLUMNS: &str = "id, name, description, price, category, created_at, updated_at";
+
+/// Every shape's SQL, indexed by [`shape_index`].
+pub struct Statements {
+    texts: Vec<String>,
+}
+
+impl Statements {
+    #[must_use]
+    pub fn build() -> Self {
+        let texts = (0..SHAPES).map(|index| build_sql(Shape::from_index(index))).collect();
+        Statements { texts }
+    }
+
+    /// The statement text and its parameters for `query`, reading `take + 1` rows.
+    #[must_use]
+    pub fn for_query(&self, query: &ListingQuery) -> (&str, Vec<Value>) {
+        let shape = Shape::of(query);
+        (&self.texts[shape.index()], parameters(query))
+    }
+}
+
+const SHAPES: usize = 128;
+
+/// Which optional parts a statement has; the bools mirror the optional query fields.
+#[allow(clippy::struct_excessive_bools)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    sort: Sort,
+    category: bool,
+    search: bool,
+    min_price: bool,
+    max_price: bool,
+    after: bool,
+}
+
+impl Shape {
+    fn of(query: &ListingQuery) -> Self {
+        let filters = &query.filters;
+        Shape {
+            sort: query.sort,
+            category: filters.category.is_some(),
+            search: filters.search.is_some(),
+            min_price: filters.min_price.is_some(),
+            max_price: filters.max_price.is_some(),
+            after: query.after.is_some(),
+        }
+    }
+
+    fn index(self) -> usize {
+        usize::from(self.sort.code())
+            | usize::from(self.category) << 2
+            | usize::from(self.search) << 3
+            | usize::from(self.min_price) << 4
+            | usize::from(self.max_price) << 5
+            | usize::from(self.after) << 6
+    }
+
+    fn from_index(index: usize) -> Self {
+        Shape {
+            sort: Sort::from_code((index & 3) as u8).expect("two bits name a sort"),
+            category: index & 4 != 0,
+            search: index & 8 != 0,
+            min_price: index & 16 != 0,
+            max_price: index & 32 != 0,
+            after: index & 64 != 0,
+        }
+    }
+}
+
+fn build_sql(shape: Shape) -> String {
+    let key = if shape.sort.is_by_price() { "price" } else { "created_at" };
+    let (direction, before) = if shape.sort.is_descending() {
+        ("DESC", "<")
+    } else {
+        ("ASC", ">")
+    };
+    let mut sql = format!("SELECT {COLUMNS} FROM products");
+    if !shape.search {
+        let index = match (shape.category, shape.sort.is_by_price()) {
+            (false, false) => "idx_products_created",
+            (false, true) => "idx_products_price",
+            (true, false) => "idx_products_category_created",
+            (true, true) => "idx_products_category_price",
+        };
+        sql.push_str(" FORCE INDEX (");
+        sql.push_str(index);
+        sql.push(')');
+    }
+    sql.push_str(" WHERE 1 = 1");
+    if shape.category {
+        sql.push_str(" AND category = ?");
+    }
+    if shape.search {
+        sql.push_str(" AND MATCH (name, description) AGAINST (? IN BOOLEAN MODE)");
+    }
+    if shape.min_price {
+        sql.push_str(" AND price >= CAST(? AS DECIMAL(12,2))");
+    }
+    if shape.max_price {
+        sql.push_str(" AND price <= CAST(? AS DECIMAL(12,2))");
+    }
+    if shape.after {
+        let bound = if shape.sort.is_by_price() { "CAST(? AS DECIMAL(12,2))" } else { "?" };
+        let _ = write!(
+            sql,
+            " AND ({key} {before} {bound} OR ({key} = {bound} AND id {before} ?))"
+        );
+    }
+    let _ = write!(sql, " ORDER BY {key} {direction}, id {direction} LIMIT ?");
+    sql
+}
+
+/// Parameters in the order [`build_sql`] places the placeholders.
+fn parameters(query: &ListingQuery) -> Vec<Value> {
+    let filters = &query.filters;
+    let mut params = Vec::with_capacity(8);
+    if let Some(category) = &filters.category {
+        params.push(Value::Bytes(category.as_bytes().to_vec()));
+    }
+    if let Some(search) = &filters.search {
+        params.push(Value::Bytes(search.boolean_mode_expression().into_bytes()));
+    }
+    for price in [filters.min_price, filters.max_price].into_iter().flatten() {
+        params.push(Value::Bytes(price.to_decimal_string().into_bytes()));
+    }
+    if let Some(after) = query.after {
+        let key = if query.sort.is_by_price() {
+            Value::Bytes(crate::domain::Price(after.key).to_decimal_string().into_bytes())
+        } else {
+            datetime_value(Timestamp(after.key))
+        };
+        params.push(key.clone());
+        params.push(key);
+        params.push(Value::UInt(after.id));
+    }
+    params.push(Value::UInt(u64::from(query.take) + 1));
+    params
+}
+
+/// A timestamp as a MySQL `DATETIME` parameter.
+#[must_use]
+pub fn datetime_value(timestamp: Timestamp) -> Value {
+    let c = timestamp.to_civil();
+    Value::Date(
+        u16::try_from(c.year.clamp(0, 9999)).expect("clamped to 0..=9999"),
+        c.month,
+        c.day,
+        c.hour,
+        c.minute,
+        c.second,
+        c.micros,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Filters, Position, Price, SearchTerms};
+
+    #[test]
+    fn shape_indexes_round_trip() {
+        for index in 0..SHAPES {
+            assert_eq!(Shape::from_index(index).index(), index);
+        }
+    }
+
+    #[test]
+    fn placeholders_match_parameters_for_every_shape() {
+        let statements = Statements::build();
+        for index in 0..SHAPES {
+            let shape = Shape::from_index(index);
+            let query = ListingQuery {
+                take: 20,
+                sort: shape.sort,
+                filters: Filters {
+                    category: shape.category.then(|| "tops".to_owned()),
+                    search: shape
+                        .search
+                        .then(|| SearchTerms::parse("oak").unwrap().unwrap()),
+                    min_price: shape.min_price.then_some(Price(100)),
+                    max_price: shape.max_price.then_some(Price(200)),
+                },
+                after: shape.after.then_some(Position { key: 5, id: 6 }),
+            };
+            let (sql, params) = statements.for_query(&query);
+            assert_eq!(sql.matches('?').count(), params.len(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn descending_price_cursor_sql_reads_in_index_order() {
+        let shape = Shape {
+            sort: Sort::PriceDesc,
+            category: true,
+            search: false,
+            min_price: false,
+            max_price: false,
+            after: true,
+        };
+        assert_eq!(
+            build_sql(shape),
+            "SELECT id, name, description, price, category, created_at, updated_at FROM products \
+             FORCE INDEX (idx_products_category_price) WHERE 1 = 1 AND category = ? AND \
+             (price < CAST(? AS DECIMAL(12,2)) OR (price = CAST(? AS DECIMAL(12,2)) AND id < ?)) \
+             ORDER BY price DESC, id DESC LIMIT ?"
+        );
+    }
+}
