@@ -1,1 +1,9 @@
+//! The integration tests: one binary, against real MariaDB and Redis started by `scripts/test`
+//! (`TEST_DATABASE_URL`, `TEST_REDIS_URL`). Each test gets its own database and cache namespace.
 
+mod caching;
+mod errors;
+mod helpers;
+mod listing;
+mod proxy;
+mod resilience;

@@ -1,0 +1,69 @@
+//! Finished responses are cached in L1 and L2, keyed canonically, with coalesced misses.
+
+use futures::future::join_all;
+
+use crate::helpers::{spawn_app, Options, TestDatabase};
+
+#[tokio::test]
+async fn a_matching_if_none_match_gets_304_and_equivalent_requests_share_an_entry() {
+    let database = TestDatabase::seeded(200).await;
+    let app = spawn_app(&Options::new(&database)).await;
+    let first = app.get("/products/v1?sort=-PRICE&take=5&category=tops").await;
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    assert_eq!(first.header("cache-control"), Some("public, max-age=60"));
+    let etag = first.header("etag").unwrap().to_owned();
+    let same = app.get("/products/v1?category=tops&take=05&sort=-price").await;
+    assert_eq!(same.header("x-cache"), Some("HIT-L1"));
+    assert_eq!(same.body, first.body);
+    let not_modified = app
+        .get_with("/products/v1?sort=-price&take=5&category=tops", &[("if-none-match", &etag)])
+        .await;
+    assert_eq!(not_modified.status, 304);
+    assert!(not_modified.body.is_empty());
+    assert_eq!(not_modified.header("etag"), Some(etag.as_str()));
+    let other = app
+        .get_with("/products/v1?sort=-price&take=5&category=tops", &[("if-none-match", "\"nope\"")])
+        .await;
+    assert_eq!(other.status, 200);
+    app.stop().await;
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_identical_cold_requests_make_one_database_query() {
+    let database = TestDatabase::seeded(2_000).await;
+    let app = spawn_app(&Options::new(&database)).await;
+    let before = app.app.store().listing_queries();
+    let requests = (0..100).map(|_| app.get("/products/v1?category=laptops&sort=price&take=50"));
+    let replies = join_all(requests).await;
+    assert!(replies.iter().all(|r| r.status == 200));
+    assert!(replies.windows(2).all(|pair| pair[0].body == pair[1].body));
+    assert_eq!(app.app.store().listing_queries() - before, 1);
+    app.stop().await;
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn instances_share_l2_and_coalesce_misses_across_instances() {
+    let database = TestDatabase::seeded(2_000).await;
+    let options = Options::new(&database).with("FILL_LOCK_WAIT_MS", "5000");
+    let first = spawn_app(&options).await;
+    let second = spawn_app(&options).await;
+    let a = first.get("/products/v1?take=3").await;
+    assert_eq!(a.header("x-cache"), Some("MISS"));
+    let b = second.get("/products/v1?take=3").await;
+    assert_eq!(b.header("x-cache"), Some("HIT-L2"));
+    assert_eq!(a.body, b.body);
+
+    let before = first.app.store().listing_queries() + second.app.store().listing_queries();
+    let url = "/products/v1?category=tablets&sort=-price&take=40";
+    let from_first = (0..50).map(|_| first.get(url));
+    let from_second = (0..50).map(|_| second.get(url));
+    let replies = join_all(from_first.chain(from_second).collect::<Vec<_>>()).await;
+    assert!(replies.iter().all(|r| r.status == 200));
+    let after = first.app.store().listing_queries() + second.app.store().listing_queries();
+    assert_eq!(after - before, 1, "one query for 100 requests over two instances");
+    first.stop().await;
+    second.stop().await;
+    database.drop_database().await;
+}

@@ -1,0 +1,196 @@
+//! Walking every page returns exactly the rows a direct SQL query returns, in the same order.
+
+use std::collections::HashSet;
+
+use mysql_async::Params;
+
+use crate::helpers::{spawn_app, Options, TestDatabase};
+
+/// About 20k rows, as the issue asks, plus 40 rows tied on both sort keys.
+const ROWS: u64 = 20_000;
+
+const SORTS: [(&str, &str); 4] = [
+    ("-created_at", "created_at DESC, id DESC"),
+    ("created_at", "created_at ASC, id ASC"),
+    ("price", "price ASC, id ASC"),
+    ("-price", "price DESC, id DESC"),
+];
+
+fn assert_same_walk(walked: &[u64], expected: &[u64], what: &str) {
+    let unique: HashSet<_> = walked.iter().collect();
+    assert_eq!(unique.len(), walked.len(), "{what}: a row came twice");
+    assert_eq!(walked.len(), expected.len(), "{what}: a row is missing or extra");
+    assert_eq!(walked, expected, "{what}: order differs from SQL");
+}
+
+#[tokio::test]
+async fn walking_all_products_in_each_sort_matches_sql() {
+    let database = TestDatabase::seeded(ROWS).await;
+    let app = spawn_app(&Options::new(&database)).await;
+    for (sort, order_by) in SORTS {
+        let expected = database
+            .ids(&format!("SELECT id FROM products ORDER BY {order_by}"), Params::Empty)
+            .await;
+        assert!(expected.len() as u64 > ROWS);
+        let walked = app.walk(&format!("sort={sort}&take=100")).await;
+        assert_same_walk(&walked, &expected, sort);
+    }
+    app.stop().await;
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn walking_one_category_in_each_sort_matches_sql() {
+    let database = TestDatabase::seeded(ROWS).await;
+    let app = spawn_app(&Options::new(&database)).await;
+    for (sort, order_by) in SORTS {
+        let expected = database
+            .ids(
+                &format!("SELECT id FROM products WHERE category = ? ORDER BY {order_by}"),
+                Params::from(("tops",)),
+            )
+            .await;
+        assert!(expected.len() > 500, "the category holds many pages");
+        let walked = app.walk(&format!("category=tops&sort={sort}&take=37")).await;
+        assert_same_walk(&walked, &expected, sort);
+    }
+    app.stop().await;
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn walking_a_search_matches_words_as_prefixes_in_name_or_description() {
+    let database = TestDatabase::seeded(ROWS).await;
+    let app = spawn_app(&Options::new(&database)).await;
+    // The oracle is independent of FULLTEXT: every word must start a word of name or description.
+    let word = |w: &str| format!("(name REGEXP '\\\\b{w}' OR description REGEXP '\\\\b{w}')");
+    let cases = [
+        ("search=classic", vec!["classic"]),
+        ("search=Classic%20OAK", vec!["classic", "oak"]),
+        ("search=clas%25+oak_", vec!["clas", "oak"]),
+        ("search=tied+lamp", vec!["tied", "lamp"]),
+    ];
+    for (query, words) in cases {
+        let condition: Vec<String> = words.iter().map(|w| word(w)).collect();
+        for (sort, order_by) in SORTS {
+            let sql = format!(
+                "SELECT id FROM products WHERE {} ORDER BY {order_by}",
+                condition.join(" AND ")
+            );
+            let expected = database.ids(&sql, Params::Empty).await;
+            assert!(!expected.is_empty(), "{query} matches rows");
+            let walked = app.walk(&format!("{query}&sort={sort}&take=9")).await;
+            assert_same_walk(&walked, &expected, &format!("{query} {sort}"));
+        }
+    }
+    app.stop().await;
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn walking_a_price_range_in_each_sort_matches_sql() {
+    let database = TestDatabase::seeded(ROWS).await;
+    let app = spawn_app(&Options::new(&database)).await;
+    for (sort, order_by) in SORTS {
+        let expected = database
+            .ids(
+                &format!(
+                    "SELECT id FROM products WHERE price >= 100.00 AND price <= 123.45 ORDER BY {order_by}"
+                ),
+                Params::Empty,
+            )
+            .await;
+        let walked = app
+            .walk(&format!("min_price=100&max_price=123.45&sort={sort}&take=25"))
+            .await;
+        assert_same_walk(&walked, &expected, sort);
+        let category = database
+            .ids(
+                &format!(
+                    "SELECT id FROM products WHERE category = 'tops' AND price >= 2500 ORDER BY {order_by}"
+                ),
+                Params::Empty,
+            )
+            .await;
+        let walked = app
+            .walk(&format!("category=tops&min_price=2500&sort={sort}&take=50"))
+            .await;
+        assert_same_walk(&walked, &category, sort);
+    }
+    app.stop().await;
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn rows_inserted_during_a_walk_cause_no_duplicate_or_skip() {
+    let database = TestDatabase::seeded(5_000).await;
+    let app = spawn_app(&Options::new(&database)).await;
+    for (sort, order_by) in SORTS {
+        let before = database
+            .ids(&format!("SELECT id FROM products ORDER BY {order_by}"), Params::Empty)
+            .await;
+        let mut walked = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut page_number = 0;
+        loop {
+            let url = match &cursor {
+                None => format!("/products/v1?sort={sort}&take=50"),
+                Some(c) => format!("/products/v1?sort={sort}&take=50&cursor={c}"),
+            };
+            let page = app.get(&url).await.json();
+            walked.extend(page["data"].as_array().unwrap().iter().map(|p| p["id"].as_u64().unwrap()));
+            page_number += 1;
+            if page_number % 10 == 0 {
+                // New rows land everywhere in the order: ties, cheap, expensive, newest.
+                database.insert_ties(3).await;
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        let unique: HashSet<_> = walked.iter().collect();
+        assert_eq!(unique.len(), walked.len(), "{sort}: a row came twice");
+        let walked_set: HashSet<_> = walked.iter().collect();
+        let skipped: Vec<_> = before.iter().filter(|id| !walked_set.contains(id)).collect();
+        assert!(skipped.is_empty(), "{sort}: rows present before the walk were skipped: {skipped:?}");
+        let after = database
+            .ids(&format!("SELECT id FROM products ORDER BY {order_by}"), Params::Empty)
+            .await;
+        let position: std::collections::HashMap<_, _> =
+            after.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        assert!(
+            walked.windows(2).all(|pair| position[&pair[0]] < position[&pair[1]]),
+            "{sort}: the walk is out of order"
+        );
+    }
+    app.stop().await;
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn pages_have_the_documented_shape_and_link() {
+    let database = TestDatabase::seeded(100).await;
+    let app = spawn_app(&Options::new(&database)).await;
+    let reply = app.get("/products/v1?take=2&sort=price").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let page = reply.json();
+    let product = &page["data"][0];
+    for field in ["id", "name", "description", "price", "category", "created_at", "updated_at"] {
+        assert!(!product[field].is_null(), "{field} missing: {product}");
+    }
+    assert!(product["price"].is_number());
+    assert!(product["created_at"].as_str().unwrap().ends_with('Z'));
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let link = reply.header("link").unwrap();
+    assert!(link.starts_with("</products/v1?sort=price&take=2&cursor="), "{link}");
+    assert!(link.ends_with(">; rel=\"next\""));
+    let next_url = &link[1..link.find('>').unwrap()];
+    let next = app.get(next_url).await;
+    assert_eq!(next.status, 200);
+    assert_ne!(next.json()["data"][0]["id"], page["data"][0]["id"]);
+    assert!(link.contains(cursor));
+    app.stop().await;
+    database.drop_database().await;
+}
