@@ -33,6 +33,8 @@ impl fmt::Debug for Secret {
 /// Every setting of the service.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The address to listen on; `0.0.0.0` serves every interface, as behind a load balancer.
+    pub host: std::net::IpAddr,
     pub port: u16,
     pub database_url: Secret,
     pub redis_url: Secret,
@@ -92,6 +94,7 @@ impl Config {
             return Err(invalid("DB_POOL_MAX", "must be at least 1 and at least DB_POOL_MIN".into()));
         }
         Ok(Config {
+            host: env.parse("HOST", std::net::IpAddr::from([0, 0, 0, 0]))?,
             port: env.parse("PORT", 8000)?,
             database_url: database_url(&env)?,
             redis_url: redis_url(&env)?,

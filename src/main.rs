@@ -57,10 +57,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     migrate(&config).await?;
     let app = Arc::new(App::build(&config).await?);
-    let address = std::net::SocketAddr::from(([0, 0, 0, 0], config.port));
+    let address = std::net::SocketAddr::new(config.host, config.port);
     let listener = tokio::net::TcpListener::bind(address)
         .await
-        .with_context(|| format!("PORT: cannot listen on {address}"))?;
+        .with_context(|| format!("HOST/PORT: cannot listen on {address}"))?;
     tracing::info!(%address, "serving");
     server::run(listener, app.clone(), &config.server, shutdown::signal()).await;
     if let Ok(app) = Arc::try_unwrap(app) {

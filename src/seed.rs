@@ -206,6 +206,10 @@ async fn finish_one(
     if let Some(joined) = in_flight.join_next().await {
         let count = joined.expect("seed insert task panicked")?;
         progress.inc(count);
+        // Without a terminal the bar is hidden; log every 100k rows instead.
+        if progress.is_hidden() && progress.position() % 100_000 < count {
+            tracing::info!(inserted = progress.position(), of = progress.length(), "seeding");
+        }
     }
     Ok(())
 }
