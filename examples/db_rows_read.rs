@@ -31,15 +31,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is not set")?;
     let pool = mysql_async::Pool::new(url.as_str());
     let mut conn = pool.get_conn().await?;
-    let total: u64 = conn.query_first("SELECT COUNT(*) FROM products").await?.unwrap_or(0);
+    let total: u64 = conn
+        .query_first("SELECT COUNT(*) FROM products")
+        .await?
+        .unwrap_or(0);
     println!("products: {total}; take = {TAKE}; median of {RUNS} runs per query\n");
-    println!("{:<44} {:>14} {:>10} {:>10} {:>9}", "shape", "page", "depth", "rows read", "ms");
+    println!(
+        "{:<44} {:>14} {:>10} {:>10} {:>9}",
+        "shape", "page", "depth", "rows read", "ms"
+    );
     let statements = Statements::build();
     let baseline = handler_reads_of_nothing(&mut conn).await?;
     let mut over_bound = Vec::new();
     for shape in shapes() {
         let matching: u64 = conn
-            .query_first(format!("SELECT COUNT(*) FROM products WHERE {}", shape.condition))
+            .query_first(format!(
+                "SELECT COUNT(*) FROM products WHERE {}",
+                shape.condition
+            ))
             .await?
             .unwrap_or(0);
         let deep = DEEP_ROWS.min(matching * 9 / 10);
@@ -73,7 +82,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(conn);
     pool.disconnect().await?;
     if over_bound.is_empty() {
-        println!("\nevery index-served shape read at most take + 2 = {} rows per page", TAKE + 2);
+        println!(
+            "\nevery index-served shape read at most take + 2 = {} rows per page",
+            TAKE + 2
+        );
         Ok(())
     } else {
         Err(format!("shapes over take + 2 rows: {}", over_bound.join(", ")).into())
@@ -133,9 +145,7 @@ fn shapes() -> Vec<Shape> {
                 search: SearchTerms::parse(word).expect("a searchable word"),
                 ..Filters::default()
             },
-            condition: format!(
-                "MATCH (name, description) AGAINST ('+{word}*' IN BOOLEAN MODE)"
-            ),
+            condition: format!("MATCH (name, description) AGAINST ('+{word}*' IN BOOLEAN MODE)"),
             index_served: false,
         });
     }
@@ -154,8 +164,16 @@ async fn position_at(
     } else {
         "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', created_at)"
     };
-    let column = if shape.sort.is_by_price() { "price" } else { "created_at" };
-    let direction = if shape.sort.is_descending() { "DESC" } else { "ASC" };
+    let column = if shape.sort.is_by_price() {
+        "price"
+    } else {
+        "created_at"
+    };
+    let direction = if shape.sort.is_descending() {
+        "DESC"
+    } else {
+        "ASC"
+    };
     let sql = format!(
         "SELECT {key}, id FROM products WHERE {} ORDER BY {column} {direction}, id {direction} \
          LIMIT 1 OFFSET {}",
@@ -198,5 +216,8 @@ async fn handler_reads(conn: &mut Conn) -> Result<u64, mysql_async::Error> {
     let rows: Vec<(String, String)> = conn
         .query("SHOW SESSION STATUS WHERE Variable_name IN ('Handler_read_first', 'Handler_read_key', 'Handler_read_last', 'Handler_read_next', 'Handler_read_prev', 'Handler_read_rnd', 'Handler_read_rnd_next')")
         .await?;
-    Ok(rows.iter().map(|(_, value)| value.parse::<u64>().unwrap_or(0)).sum())
+    Ok(rows
+        .iter()
+        .map(|(_, value)| value.parse::<u64>().unwrap_or(0))
+        .sum())
 }

@@ -32,19 +32,17 @@ impl App {
             .cursor_secret
             .as_ref()
             .context("CURSOR_SECRET: is not set; it signs pagination cursors (32+ bytes, the same on every instance)")?;
-        let store = Store::new(config.database_url.expose(), &config.store)
-            .context("DATABASE_URL")?;
+        let store =
+            Store::new(config.database_url.expose(), &config.store).context("DATABASE_URL")?;
         store
             .warm(config.store.pool_min)
             .await
             .context("connecting to MySQL (DATABASE_URL)")?;
         let l1 = L1::new(config.l1_capacity_bytes, config.l1_ttl);
         let l2 = L2::new(config.redis_url.expose(), config.l2.clone()).context("REDIS_URL")?;
-        let cache_control = HeaderValue::try_from(format!(
-            "public, max-age={}",
-            config.l2.ttl.as_secs()
-        ))
-        .expect("digits are a valid header value");
+        let cache_control =
+            HeaderValue::try_from(format!("public, max-age={}", config.l2.ttl.as_secs()))
+                .expect("digits are a valid header value");
         Ok(App {
             store: Arc::new(store),
             cache: ResponseCache::new(l1, l2, config.lock_wait),
@@ -94,4 +92,3 @@ impl App {
         }
     }
 }
-

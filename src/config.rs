@@ -91,7 +91,10 @@ impl Config {
         let pool_min = env.parse("DB_POOL_MIN", 4)?;
         let pool_max = env.parse("DB_POOL_MAX", 32)?;
         if pool_max == 0 || pool_min > pool_max {
-            return Err(invalid("DB_POOL_MAX", "must be at least 1 and at least DB_POOL_MIN".into()));
+            return Err(invalid(
+                "DB_POOL_MAX",
+                "must be at least 1 and at least DB_POOL_MIN".into(),
+            ));
         }
         Ok(Config {
             host: env.parse("HOST", std::net::IpAddr::from([0, 0, 0, 0]))?,
@@ -107,7 +110,9 @@ impl Config {
             l1_capacity_bytes: env.parse("L1_CAPACITY_BYTES", 64 * 1024 * 1024)?,
             l1_ttl: env.millis("L1_TTL_MS", 5_000)?,
             l2: L2Settings {
-                namespace: env.text("CACHE_NAMESPACE").unwrap_or_else(|| "product-api".into()),
+                namespace: env
+                    .text("CACHE_NAMESPACE")
+                    .unwrap_or_else(|| "product-api".into()),
                 ttl: Duration::from_secs(env.parse("L2_TTL_SECONDS", 60)?),
                 timeout: env.millis("REDIS_TIMEOUT_MS", 100)?,
                 lock_ttl: env.millis("FILL_LOCK_TTL_MS", 3_000)?,
@@ -205,8 +210,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         Config::from_lookup(|name| map.get(name).cloned())
     }
 
@@ -221,7 +228,10 @@ mod tests {
             ("REDIS_PASSWORD", "x"),
         ])
         .unwrap();
-        assert_eq!(config.database_url.expose(), "mysql://app:p%40ss%20word@db:3306/shop");
+        assert_eq!(
+            config.database_url.expose(),
+            "mysql://app:p%40ss%20word@db:3306/shop"
+        );
         assert_eq!(config.redis_url.expose(), "redis://:x@cache:6379/");
         assert_eq!(config.port, 8000);
     }
@@ -230,10 +240,22 @@ mod tests {
     fn errors_name_the_setting() {
         let cases: [(&[(&str, &str)], &str); 5] = [
             (&[], "DATABASE_URL"),
-            (&[("DATABASE_URL", "mysql://x/y"), ("PORT", "eighty")], "PORT"),
-            (&[("DATABASE_URL", "mysql://x/y"), ("CURSOR_SECRET", "short")], "CURSOR_SECRET"),
-            (&[("DATABASE_URL", "mysql://x/y"), ("DB_POOL_MAX", "0")], "DB_POOL_MAX"),
-            (&[("DATABASE_URL", "mysql://x/y"), ("L1_TTL_MS", "-5")], "L1_TTL_MS"),
+            (
+                &[("DATABASE_URL", "mysql://x/y"), ("PORT", "eighty")],
+                "PORT",
+            ),
+            (
+                &[("DATABASE_URL", "mysql://x/y"), ("CURSOR_SECRET", "short")],
+                "CURSOR_SECRET",
+            ),
+            (
+                &[("DATABASE_URL", "mysql://x/y"), ("DB_POOL_MAX", "0")],
+                "DB_POOL_MAX",
+            ),
+            (
+                &[("DATABASE_URL", "mysql://x/y"), ("L1_TTL_MS", "-5")],
+                "L1_TTL_MS",
+            ),
         ];
         for (pairs, name) in cases {
             let error = config(pairs).unwrap_err().to_string();

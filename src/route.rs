@@ -44,8 +44,16 @@ mod tests {
             (Method::HEAD, "/products/v1", Route::ListProducts),
             (Method::GET, "/health", Route::Health),
             (Method::GET, "/ready", Route::Ready),
-            (Method::POST, "/products/v1", Route::MethodNotAllowed(READ_ONLY)),
-            (Method::DELETE, "/health", Route::MethodNotAllowed(READ_ONLY)),
+            (
+                Method::POST,
+                "/products/v1",
+                Route::MethodNotAllowed(READ_ONLY),
+            ),
+            (
+                Method::DELETE,
+                "/health",
+                Route::MethodNotAllowed(READ_ONLY),
+            ),
             (Method::GET, "/products/v1/", Route::NotFound),
             (Method::GET, "/products", Route::NotFound),
             (Method::GET, "/", Route::NotFound),

@@ -40,42 +40,203 @@ pub const CATEGORIES: [&str; 24] = [
 ];
 
 const ADJECTIVES: [&str; 40] = [
-    "Classic", "Modern", "Vintage", "Compact", "Deluxe", "Elegant", "Rugged", "Sleek", "Cozy",
-    "Bold", "Bright", "Silent", "Smart", "Premium", "Essential", "Urban", "Rustic", "Polished",
-    "Handmade", "Portable", "Durable", "Gentle", "Fresh", "Radiant", "Swift", "Sturdy", "Soft",
-    "Crisp", "Vivid", "Noble", "Tidy", "Lunar", "Solar", "Arctic", "Tropical", "Royal", "Golden",
-    "Silver", "Velvet", "Breezy",
+    "Classic",
+    "Modern",
+    "Vintage",
+    "Compact",
+    "Deluxe",
+    "Elegant",
+    "Rugged",
+    "Sleek",
+    "Cozy",
+    "Bold",
+    "Bright",
+    "Silent",
+    "Smart",
+    "Premium",
+    "Essential",
+    "Urban",
+    "Rustic",
+    "Polished",
+    "Handmade",
+    "Portable",
+    "Durable",
+    "Gentle",
+    "Fresh",
+    "Radiant",
+    "Swift",
+    "Sturdy",
+    "Soft",
+    "Crisp",
+    "Vivid",
+    "Noble",
+    "Tidy",
+    "Lunar",
+    "Solar",
+    "Arctic",
+    "Tropical",
+    "Royal",
+    "Golden",
+    "Silver",
+    "Velvet",
+    "Breezy",
 ];
 
 const MATERIALS: [&str; 20] = [
-    "Oak", "Walnut", "Bamboo", "Steel", "Aluminium", "Leather", "Cotton", "Linen", "Wool", "Silk",
-    "Ceramic", "Glass", "Marble", "Copper", "Brass", "Titanium", "Carbon", "Cedar", "Granite",
+    "Oak",
+    "Walnut",
+    "Bamboo",
+    "Steel",
+    "Aluminium",
+    "Leather",
+    "Cotton",
+    "Linen",
+    "Wool",
+    "Silk",
+    "Ceramic",
+    "Glass",
+    "Marble",
+    "Copper",
+    "Brass",
+    "Titanium",
+    "Carbon",
+    "Cedar",
+    "Granite",
     "Denim",
 ];
 
 const NOUNS: [&str; 30] = [
-    "Lamp", "Chair", "Table", "Watch", "Bag", "Shirt", "Shoe", "Phone", "Tablet", "Laptop",
-    "Bottle", "Mirror", "Vase", "Kettle", "Helmet", "Jacket", "Dress", "Ring", "Necklace", "Wallet",
-    "Speaker", "Blender", "Candle", "Perfume", "Serum", "Cushion", "Basket", "Backpack", "Sunglasses",
+    "Lamp",
+    "Chair",
+    "Table",
+    "Watch",
+    "Bag",
+    "Shirt",
+    "Shoe",
+    "Phone",
+    "Tablet",
+    "Laptop",
+    "Bottle",
+    "Mirror",
+    "Vase",
+    "Kettle",
+    "Helmet",
+    "Jacket",
+    "Dress",
+    "Ring",
+    "Necklace",
+    "Wallet",
+    "Speaker",
+    "Blender",
+    "Candle",
+    "Perfume",
+    "Serum",
+    "Cushion",
+    "Basket",
+    "Backpack",
+    "Sunglasses",
     "Bracelet",
 ];
 
 /// Words that appear in a handful of rows each at 1M rows.
 pub const RARE_WORDS: [&str; 97] = [
-    "zephyrine", "quillback", "obsidianite", "marzipanic", "lumenfold", "kestrelwing", "jadeborn",
-    "hollowmere", "gildenrod", "fernspire", "emberlight", "duskwillow", "cobaltine", "brindlewood",
-    "amberlane", "yarrowick", "wyvernhide", "vesperine", "thistledown", "sablecrest", "rookwood",
-    "quartzfall", "pewterlin", "opaline", "nettlebrook", "moonwhistle", "larkspurre", "ironbloom",
-    "heronsgate", "glimmerdale", "foxglovia", "elderwick", "driftmoor", "cinderfell", "bramblecot",
-    "ashenvale", "zinnober", "wrenfield", "violetta", "tanglewood", "saffronel", "ravenholt",
-    "quincewood", "primrosa", "oakenshaw", "nimbusine", "mistletine", "lindenmoor", "kingfishery",
-    "juniperine", "hazelmere", "goldfinchy", "frostvale", "eastwicke", "dovecotte", "cranberrine",
-    "bluebellia", "alderbrook", "yewhollow", "willowick", "umberlyn", "tamarindel", "sorrelby",
-    "rosewaldt", "quailmere", "peregrinia", "orchidelle", "nightjarre", "marigoldia", "lavendrel",
-    "kelpiemoor", "ivorywick", "hawthornel", "gorsefield", "fennelby", "eglantyne", "damsonel",
-    "chervilia", "buttercupp", "aspenwold", "yellowhamm", "wistfulle", "tarragonia", "snowdropia",
-    "ragwortel", "quinoalia", "pimpernell", "oxlipwood", "nasturtia", "mallowby", "lichenvale",
-    "knapweedy", "heatherin", "gentianel", "flaxmoore", "elmsworth", "cowslipper",
+    "zephyrine",
+    "quillback",
+    "obsidianite",
+    "marzipanic",
+    "lumenfold",
+    "kestrelwing",
+    "jadeborn",
+    "hollowmere",
+    "gildenrod",
+    "fernspire",
+    "emberlight",
+    "duskwillow",
+    "cobaltine",
+    "brindlewood",
+    "amberlane",
+    "yarrowick",
+    "wyvernhide",
+    "vesperine",
+    "thistledown",
+    "sablecrest",
+    "rookwood",
+    "quartzfall",
+    "pewterlin",
+    "opaline",
+    "nettlebrook",
+    "moonwhistle",
+    "larkspurre",
+    "ironbloom",
+    "heronsgate",
+    "glimmerdale",
+    "foxglovia",
+    "elderwick",
+    "driftmoor",
+    "cinderfell",
+    "bramblecot",
+    "ashenvale",
+    "zinnober",
+    "wrenfield",
+    "violetta",
+    "tanglewood",
+    "saffronel",
+    "ravenholt",
+    "quincewood",
+    "primrosa",
+    "oakenshaw",
+    "nimbusine",
+    "mistletine",
+    "lindenmoor",
+    "kingfishery",
+    "juniperine",
+    "hazelmere",
+    "goldfinchy",
+    "frostvale",
+    "eastwicke",
+    "dovecotte",
+    "cranberrine",
+    "bluebellia",
+    "alderbrook",
+    "yewhollow",
+    "willowick",
+    "umberlyn",
+    "tamarindel",
+    "sorrelby",
+    "rosewaldt",
+    "quailmere",
+    "peregrinia",
+    "orchidelle",
+    "nightjarre",
+    "marigoldia",
+    "lavendrel",
+    "kelpiemoor",
+    "ivorywick",
+    "hawthornel",
+    "gorsefield",
+    "fennelby",
+    "eglantyne",
+    "damsonel",
+    "chervilia",
+    "buttercupp",
+    "aspenwold",
+    "yellowhamm",
+    "wistfulle",
+    "tarragonia",
+    "snowdropia",
+    "ragwortel",
+    "quinoalia",
+    "pimpernell",
+    "oxlipwood",
+    "nasturtia",
+    "mallowby",
+    "lichenvale",
+    "knapweedy",
+    "heatherin",
+    "gentianel",
+    "flaxmoore",
+    "elmsworth",
+    "cowslipper",
 ];
 
 /// Syllables of the filler vocabulary: 2,000 made-up three-syllable words, each in ~0.4 % of rows.
@@ -188,7 +349,9 @@ pub async fn top_up(
         let store = store.clone();
         in_flight.spawn(async move {
             let count = rows.len() as u64;
-            crate::store::seed::insert(&store, &rows).await.map(|()| count)
+            crate::store::seed::insert(&store, &rows)
+                .await
+                .map(|()| count)
         });
         next = end;
     }
@@ -208,7 +371,11 @@ async fn finish_one(
         progress.inc(count);
         // Without a terminal the bar is hidden; log every 100k rows instead.
         if progress.is_hidden() && progress.position() % 100_000 < count {
-            tracing::info!(inserted = progress.position(), of = progress.length(), "seeding");
+            tracing::info!(
+                inserted = progress.position(),
+                of = progress.length(),
+                "seeding"
+            );
         }
     }
     Ok(())
@@ -241,16 +408,18 @@ mod tests {
         let rows: Vec<_> = (0..20_000).map(product).collect();
         let with = |word: &str| rows.iter().filter(|r| r.description.contains(word)).count();
         assert_eq!(with(RARE_WORDS[0]), 1);
-        let classic = rows.iter().filter(|r| r.name.starts_with("Classic ")).count();
+        let classic = rows
+            .iter()
+            .filter(|r| r.name.starts_with("Classic "))
+            .count();
         assert!((300..700).contains(&classic), "{classic}");
     }
 
     #[test]
     fn categories_are_the_dummyjson_ones() {
-        let fixture: serde_json::Value = serde_json::from_str(include_str!(
-            "../tests/fixtures/dummyjson-products.json"
-        ))
-        .unwrap();
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/dummyjson-products.json"))
+                .unwrap();
         let mut seen: Vec<String> = Vec::new();
         for product in fixture.as_array().unwrap() {
             let category = product["category"].as_str().unwrap().to_owned();

@@ -88,8 +88,10 @@ impl L2 {
         let redis_key = self.page_key(key);
         let value = page.encode();
         let ttl = self.settings.ttl.as_secs().max(1);
-        self.call(|mut c| async move { c.set_ex::<_, _, ()>(redis_key, value.as_ref(), ttl).await })
-            .await;
+        self.call(
+            |mut c| async move { c.set_ex::<_, _, ()>(redis_key, value.as_ref(), ttl).await },
+        )
+        .await;
     }
 
     pub async fn lock(&self, key: &CacheKey) -> FillLock {
@@ -131,7 +133,11 @@ impl L2 {
     /// Whether Redis answers a PING within the deadline (for `/ready`).
     pub async fn ping(&self) -> bool {
         let mut connection = self.connection.clone();
-        let ping = async move { redis::cmd("PING").query_async::<String>(&mut connection).await };
+        let ping = async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+        };
         matches!(
             tokio::time::timeout(self.settings.timeout, ping).await,
             Ok(Ok(_))
@@ -153,7 +159,8 @@ impl L2 {
         if self.breaker.is_open() {
             return None;
         }
-        let outcome = tokio::time::timeout(self.settings.timeout, command(self.connection.clone())).await;
+        let outcome =
+            tokio::time::timeout(self.settings.timeout, command(self.connection.clone())).await;
         match outcome {
             Ok(Ok(value)) => {
                 self.breaker.record_success();

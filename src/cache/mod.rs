@@ -90,7 +90,11 @@ impl ResponseCache {
                 Ok::<_, StoreError>(page)
             })
             .await?;
-        let status = if entry.is_fresh() { origin } else { CacheStatus::HitL1 };
+        let status = if entry.is_fresh() {
+            origin
+        } else {
+            CacheStatus::HitL1
+        };
         Ok((entry.into_value(), status))
     }
 
@@ -158,7 +162,10 @@ impl CachedPage {
     /// `[etag_len u16][etag][link_len u16][link][body]`, the L2 value.
     #[must_use]
     pub fn encode(&self) -> Bytes {
-        let link = self.next_link.as_ref().map_or(&b""[..], HeaderValue::as_bytes);
+        let link = self
+            .next_link
+            .as_ref()
+            .map_or(&b""[..], HeaderValue::as_bytes);
         let mut out = BytesMut::with_capacity(4 + self.etag.len() + link.len() + self.body.len());
         out.put_u16(self.etag.len() as u16);
         out.put_slice(self.etag.as_bytes());
@@ -206,7 +213,9 @@ mod tests {
         let page = CachedPage {
             body: Bytes::from_static(b"{\"data\":[]}"),
             etag: HeaderValue::from_static("\"abc\""),
-            next_link: Some(HeaderValue::from_static("</products/v1?cursor=x>; rel=\"next\"")),
+            next_link: Some(HeaderValue::from_static(
+                "</products/v1?cursor=x>; rel=\"next\"",
+            )),
         };
         assert_eq!(CachedPage::decode(page.encode()), Some(page.clone()));
         let last = CachedPage {

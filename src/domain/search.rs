@@ -113,7 +113,10 @@ mod tests {
             ("Lamp", Ok(Some(vec!["lamp"]))),
             ("oak  LAMP oak", Ok(Some(vec!["oak", "lamp"]))),
             ("%lamp_oak%", Ok(Some(vec!["lamp", "oak"]))),
-            ("+lamp -oak \"x\" @3 (wood*)", Ok(Some(vec!["lamp", "oak", "wood"]))),
+            (
+                "+lamp -oak \"x\" @3 (wood*)",
+                Ok(Some(vec!["lamp", "oak", "wood"])),
+            ),
             ("the of to", Err(SearchError::NothingSearchable)),
             ("%%% ___ **", Err(SearchError::NothingSearchable)),
             ("a b c d e f g h i", Err(SearchError::TooManyWords)),

@@ -18,14 +18,20 @@ pub async fn ready(app: &App) -> HttpResponse {
     let state = |up: bool| if up { "up" } else { "down" };
     let body = format!(
         "{{\"status\":\"{}\",\"mysql\":\"{}\",\"redis\":\"{}\"}}",
-        if mysql.is_ok() { "ready" } else { "unavailable" },
+        if mysql.is_ok() {
+            "ready"
+        } else {
+            "unavailable"
+        },
         state(mysql.is_ok()),
         state(redis)
     );
     if let Err(error) = &mysql {
         tracing::warn!(%error, "not ready: MySQL did not answer");
         let mut response = response::json(StatusCode::SERVICE_UNAVAILABLE, body);
-        response.headers_mut().insert(RETRY_AFTER, RETRY_AFTER_SECONDS);
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, RETRY_AFTER_SECONDS);
         return response;
     }
     response::json(StatusCode::OK, body)

@@ -138,13 +138,26 @@ mod tests {
             (&flipped, CursorError::BadSignature),
         ];
         for (text, expected) in cases {
-            assert_eq!(key().decode(text, Sort::PriceAsc, fp), Err(expected), "{text}");
+            assert_eq!(
+                key().decode(text, Sort::PriceAsc, fp),
+                Err(expected),
+                "{text}"
+            );
         }
         let other_key = CursorKey::new(b"another secret");
-        assert_eq!(other_key.decode(&good, Sort::PriceAsc, fp), Err(CursorError::BadSignature));
-        assert_eq!(key().decode(&good, Sort::PriceDesc, fp), Err(CursorError::QueryMismatch));
+        assert_eq!(
+            other_key.decode(&good, Sort::PriceAsc, fp),
+            Err(CursorError::BadSignature)
+        );
+        assert_eq!(
+            key().decode(&good, Sort::PriceDesc, fp),
+            Err(CursorError::QueryMismatch)
+        );
         let other_fp = Fingerprint::of("sort=price&category=tops");
-        assert_eq!(key().decode(&good, Sort::PriceAsc, other_fp), Err(CursorError::QueryMismatch));
+        assert_eq!(
+            key().decode(&good, Sort::PriceAsc, other_fp),
+            Err(CursorError::QueryMismatch)
+        );
     }
 
     proptest! {

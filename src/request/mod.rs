@@ -128,7 +128,10 @@ pub fn canonical_filters(sort: Sort, filters: &Filters) -> String {
         out.push_str("&search=");
         query_string::encode_into(&search.canonical(), &mut out);
     }
-    for (name, price) in [("min_price", filters.min_price), ("max_price", filters.max_price)] {
+    for (name, price) in [
+        ("min_price", filters.min_price),
+        ("max_price", filters.max_price),
+    ] {
         if let Some(price) = price {
             out.push('&');
             out.push_str(name);
@@ -316,6 +319,9 @@ mod tests {
         let next = parse(&format!("sort=price&category=tops&cursor={cursor}&take=5")).unwrap();
         assert_eq!(next.query.after, Some(position));
         let other = parse(&format!("sort=price&category=tablets&cursor={cursor}"));
-        assert_eq!(other, Err(ClientError::InvalidCursor(CursorError::QueryMismatch)));
+        assert_eq!(
+            other,
+            Err(ClientError::InvalidCursor(CursorError::QueryMismatch))
+        );
     }
 }

@@ -36,7 +36,10 @@ pub async fn run(store: &Store) -> Result<usize, StoreError> {
     )
     .await?;
     let locked: Option<i64> = conn
-        .exec_first("SELECT GET_LOCK('product_api_migrate', ?)", (LOCK_WAIT_SECONDS,))
+        .exec_first(
+            "SELECT GET_LOCK('product_api_migrate', ?)",
+            (LOCK_WAIT_SECONDS,),
+        )
         .await?;
     if locked != Some(1) {
         return Err(StoreError::Database(mysql_async::Error::Other(
@@ -44,7 +47,8 @@ pub async fn run(store: &Store) -> Result<usize, StoreError> {
         )));
     }
     let result = apply_pending(&mut conn).await;
-    conn.query_drop("DO RELEASE_LOCK('product_api_migrate')").await?;
+    conn.query_drop("DO RELEASE_LOCK('product_api_migrate')")
+        .await?;
     result
 }
 
@@ -54,7 +58,11 @@ async fn apply_pending(conn: &mut mysql_async::Conn) -> Result<usize, StoreError
         .await?;
     let mut count = 0;
     for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
-        tracing::info!(version = migration.version, name = migration.name, "applying migration");
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applying migration"
+        );
         for statement in statements(migration.sql) {
             conn.query_drop(statement).await?;
         }

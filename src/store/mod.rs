@@ -51,7 +51,9 @@ impl Store {
     /// Builds the pool (connections open lazily; [`Store::warm`] opens the minimum).
     pub fn new(database_url: &str, settings: &StoreSettings) -> Result<Store, StoreError> {
         let constraints = PoolConstraints::new(settings.pool_min, settings.pool_max.max(1))
-            .unwrap_or_else(|| PoolConstraints::new(1, settings.pool_max.max(1)).expect("1 <= max"));
+            .unwrap_or_else(|| {
+                PoolConstraints::new(1, settings.pool_max.max(1)).expect("1 <= max")
+            });
         // No reset on return: the service keeps no session state, and the reset costs a round
         // trip per request and clears the prepared-statement cache.
         let pool_opts = PoolOpts::default()
@@ -147,7 +149,10 @@ impl Store {
 }
 
 fn is_connection_error(error: &mysql_async::Error) -> bool {
-    matches!(error, mysql_async::Error::Io(_) | mysql_async::Error::Driver(_))
+    matches!(
+        error,
+        mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)
+    )
 }
 
 fn decode_product(mut row: Row) -> Result<Product, StoreError> {
@@ -167,7 +172,10 @@ fn decode_id(value: Value) -> Result<u64, StoreError> {
     match value {
         Value::UInt(id) => Ok(id),
         Value::Int(id) if id >= 0 => Ok(id.unsigned_abs()),
-        value => Err(StoreError::Decode { column: "id", value }),
+        value => Err(StoreError::Decode {
+            column: "id",
+            value,
+        }),
     }
 }
 
@@ -188,7 +196,10 @@ fn decode_price(value: Value) -> Result<Price, StoreError> {
             column: "price",
             value,
         }),
-        value => Err(StoreError::Decode { column: "price", value }),
+        value => Err(StoreError::Decode {
+            column: "price",
+            value,
+        }),
     }
 }
 

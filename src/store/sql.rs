@@ -23,7 +23,9 @@ pub struct Statements {
 impl Statements {
     #[must_use]
     pub fn build() -> Self {
-        let texts = (0..SHAPES).map(|index| build_sql(Shape::from_index(index))).collect();
+        let texts = (0..SHAPES)
+            .map(|index| build_sql(Shape::from_index(index)))
+            .collect();
         Statements { texts }
     }
 
@@ -84,7 +86,11 @@ impl Shape {
 }
 
 fn build_sql(shape: Shape) -> String {
-    let key = if shape.sort.is_by_price() { "price" } else { "created_at" };
+    let key = if shape.sort.is_by_price() {
+        "price"
+    } else {
+        "created_at"
+    };
     let (direction, before) = if shape.sort.is_descending() {
         ("DESC", "<")
     } else {
@@ -116,7 +122,11 @@ fn build_sql(shape: Shape) -> String {
         sql.push_str(" AND price <= CAST(? AS DECIMAL(12,2))");
     }
     if shape.after {
-        let bound = if shape.sort.is_by_price() { "CAST(? AS DECIMAL(12,2))" } else { "?" };
+        let bound = if shape.sort.is_by_price() {
+            "CAST(? AS DECIMAL(12,2))"
+        } else {
+            "?"
+        };
         let _ = write!(
             sql,
             " AND ({key} {before} {bound} OR ({key} = {bound} AND id {before} ?))"
@@ -141,7 +151,11 @@ fn parameters(query: &ListingQuery) -> Vec<Value> {
     }
     if let Some(after) = query.after {
         let key = if query.sort.is_by_price() {
-            Value::Bytes(crate::domain::Price(after.key).to_decimal_string().into_bytes())
+            Value::Bytes(
+                crate::domain::Price(after.key)
+                    .to_decimal_string()
+                    .into_bytes(),
+            )
         } else {
             datetime_value(Timestamp(after.key))
         };

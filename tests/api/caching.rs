@@ -8,21 +8,31 @@ use crate::helpers::{spawn_app, Options, TestDatabase};
 async fn a_matching_if_none_match_gets_304_and_equivalent_requests_share_an_entry() {
     let database = TestDatabase::seeded(200).await;
     let app = spawn_app(&Options::new(&database)).await;
-    let first = app.get("/products/v1?sort=-PRICE&take=5&category=tops").await;
+    let first = app
+        .get("/products/v1?sort=-PRICE&take=5&category=tops")
+        .await;
     assert_eq!(first.header("x-cache"), Some("MISS"));
     assert_eq!(first.header("cache-control"), Some("public, max-age=60"));
     let etag = first.header("etag").unwrap().to_owned();
-    let same = app.get("/products/v1?category=tops&take=05&sort=-price").await;
+    let same = app
+        .get("/products/v1?category=tops&take=05&sort=-price")
+        .await;
     assert_eq!(same.header("x-cache"), Some("HIT-L1"));
     assert_eq!(same.body, first.body);
     let not_modified = app
-        .get_with("/products/v1?sort=-price&take=5&category=tops", &[("if-none-match", &etag)])
+        .get_with(
+            "/products/v1?sort=-price&take=5&category=tops",
+            &[("if-none-match", &etag)],
+        )
         .await;
     assert_eq!(not_modified.status, 304);
     assert!(not_modified.body.is_empty());
     assert_eq!(not_modified.header("etag"), Some(etag.as_str()));
     let other = app
-        .get_with("/products/v1?sort=-price&take=5&category=tops", &[("if-none-match", "\"nope\"")])
+        .get_with(
+            "/products/v1?sort=-price&take=5&category=tops",
+            &[("if-none-match", "\"nope\"")],
+        )
         .await;
     assert_eq!(other.status, 200);
     app.stop().await;
@@ -62,7 +72,11 @@ async fn instances_share_l2_and_coalesce_misses_across_instances() {
     let replies = join_all(from_first.chain(from_second).collect::<Vec<_>>()).await;
     assert!(replies.iter().all(|r| r.status == 200));
     let after = first.app.store().listing_queries() + second.app.store().listing_queries();
-    assert_eq!(after - before, 1, "one query for 100 requests over two instances");
+    assert_eq!(
+        after - before,
+        1,
+        "one query for 100 requests over two instances"
+    );
     first.stop().await;
     second.stop().await;
     database.drop_database().await;

@@ -18,35 +18,86 @@ async fn each_class_of_bad_input_is_a_400_problem_naming_the_parameter() {
         ("take=ten".into(), "invalid-parameter", "take"),
         ("take=101".into(), "page-too-large", "take"),
         ("sort=name".into(), "unsupported-sort", "sort"),
-        ("sort=-created_at&sort=price".into(), "invalid-parameter", "sort"),
+        (
+            "sort=-created_at&sort=price".into(),
+            "invalid-parameter",
+            "sort",
+        ),
         ("colour=red".into(), "invalid-parameter", "colour"),
-        (format!("category={long_category}"), "invalid-parameter", "category"),
+        (
+            format!("category={long_category}"),
+            "invalid-parameter",
+            "category",
+        ),
         ("category=".into(), "invalid-parameter", "category"),
-        (format!("search={long_search}"), "invalid-parameter", "search"),
-        ("search=%25%2B%2A%28%29".into(), "invalid-parameter", "search"),
+        (
+            format!("search={long_search}"),
+            "invalid-parameter",
+            "search",
+        ),
+        (
+            "search=%25%2B%2A%28%29".into(),
+            "invalid-parameter",
+            "search",
+        ),
         ("search=the+of+a".into(), "invalid-parameter", "search"),
-        ("search=a+b+c+d+e+f+g+h+i".into(), "invalid-parameter", "search"),
+        (
+            "search=a+b+c+d+e+f+g+h+i".into(),
+            "invalid-parameter",
+            "search",
+        ),
         ("min_price=-1".into(), "invalid-parameter", "min_price"),
         ("max_price=1.999".into(), "invalid-parameter", "max_price"),
-        ("min_price=9&max_price=1".into(), "invalid-parameter", "min_price"),
+        (
+            "min_price=9&max_price=1".into(),
+            "invalid-parameter",
+            "min_price",
+        ),
         ("min_price=%FF".into(), "invalid-parameter", "min_price"),
         ("cursor=garbage".into(), "invalid-cursor", "cursor"),
-        (format!("take=2&category=tops&cursor={tampered}"), "invalid-cursor", "cursor"),
-        (format!("take=2&category=tablets&cursor={cursor}"), "invalid-cursor", "cursor"),
-        (format!("take=2&category=tops&sort=price&cursor={cursor}"), "invalid-cursor", "cursor"),
+        (
+            format!("take=2&category=tops&cursor={tampered}"),
+            "invalid-cursor",
+            "cursor",
+        ),
+        (
+            format!("take=2&category=tablets&cursor={cursor}"),
+            "invalid-cursor",
+            "cursor",
+        ),
+        (
+            format!("take=2&category=tops&sort=price&cursor={cursor}"),
+            "invalid-cursor",
+            "cursor",
+        ),
     ];
     for (query, kind, parameter) in cases {
         let reply = app.get(&format!("/products/v1?{query}")).await;
         assert_eq!(reply.status, 400, "{query}");
-        assert_eq!(reply.header("content-type"), Some("application/problem+json"), "{query}");
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json"),
+            "{query}"
+        );
         let problem = reply.json();
-        assert_eq!(problem["type"], format!("/problems/{kind}"), "{query}: {problem}");
+        assert_eq!(
+            problem["type"],
+            format!("/problems/{kind}"),
+            "{query}: {problem}"
+        );
         assert_eq!(problem["status"], 400);
         assert_eq!(problem["parameter"], parameter, "{query}: {problem}");
-        assert!(problem["detail"].as_str().unwrap().contains(parameter), "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(parameter),
+            "{problem}"
+        );
     }
     // The same cursor with its own filters (and another page size) is fine.
-    let ok = app.get(&format!("/products/v1?category=tops&take=5&cursor={cursor}")).await;
+    let ok = app
+        .get(&format!(
+            "/products/v1?category=tops&take=5&cursor={cursor}"
+        ))
+        .await;
     assert_eq!(ok.status, 200);
     app.stop().await;
     database.drop_database().await;
@@ -58,11 +109,22 @@ async fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
     let app = spawn_app(&Options::new(&database)).await;
     let missing = app.get("/products/v2").await;
     assert_eq!(missing.status, 404);
-    assert_eq!(missing.header("content-type"), Some("application/problem+json"));
-    let response = app.client.delete(app.url("/products/v1")).send().await.unwrap();
+    assert_eq!(
+        missing.header("content-type"),
+        Some("application/problem+json")
+    );
+    let response = app
+        .client
+        .delete(app.url("/products/v1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 405);
     assert_eq!(response.headers()["allow"], "GET, HEAD");
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     let health = app.get("/health").await;
     assert_eq!(health.status, 200);
     let ready = app.get("/ready").await;

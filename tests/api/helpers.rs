@@ -17,7 +17,9 @@ pub const CURSOR_SECRET: &str = "integration-test cursor secret, 32+ bytes";
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests through scripts/test, which starts MariaDB and Redis")
+        panic!(
+            "{name} is not set: run the tests through scripts/test, which starts MariaDB and Redis"
+        )
     })
 }
 
@@ -54,7 +56,9 @@ impl TestDatabase {
     pub async fn seeded(rows: u64) -> TestDatabase {
         let database = TestDatabase::create().await;
         let store = Arc::new(Store::new(&database.url, &store_settings()).unwrap());
-        product_api::seed::top_up(store.clone(), rows).await.unwrap();
+        product_api::seed::top_up(store.clone(), rows)
+            .await
+            .unwrap();
         database.insert_ties(40).await;
         database
     }
@@ -81,7 +85,9 @@ impl TestDatabase {
 
     pub async fn drop_database(self) {
         let mut conn = self.pool.get_conn().await.unwrap();
-        conn.query_drop(format!("DROP DATABASE `{}`", self.name)).await.unwrap();
+        conn.query_drop(format!("DROP DATABASE `{}`", self.name))
+            .await
+            .unwrap();
         drop(conn);
         self.pool.disconnect().await.unwrap();
     }
@@ -182,7 +188,10 @@ pub struct Reply {
 impl Reply {
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|error| {
-            panic!("not JSON ({error}): {}", String::from_utf8_lossy(&self.body))
+            panic!(
+                "not JSON ({error}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
 
@@ -223,7 +232,12 @@ impl TestApp {
                 Some(cursor) => format!("/products/v1?{query}&cursor={cursor}"),
             };
             let reply = self.get(&url).await;
-            assert_eq!(reply.status, 200, "{url}: {}", String::from_utf8_lossy(&reply.body));
+            assert_eq!(
+                reply.status,
+                200,
+                "{url}: {}",
+                String::from_utf8_lossy(&reply.body)
+            );
             let page = reply.json();
             let data = page["data"].as_array().unwrap();
             ids.extend(data.iter().map(|product| product["id"].as_u64().unwrap()));
@@ -280,7 +294,9 @@ pub fn random_suffix() -> String {
 /// `host:port` of a URL like `mysql://u:p@127.0.0.1:13306/db` or `redis://127.0.0.1:16379/`.
 pub fn socket_of(url: &str) -> SocketAddr {
     let after_scheme = url.split_once("://").unwrap().1;
-    let host_port = after_scheme.rsplit_once('@').map_or(after_scheme, |(_, rest)| rest);
+    let host_port = after_scheme
+        .rsplit_once('@')
+        .map_or(after_scheme, |(_, rest)| rest);
     let host_port = host_port.split('/').next().unwrap();
     host_port.parse().unwrap()
 }

@@ -19,7 +19,11 @@ const SORTS: [(&str, &str); 4] = [
 fn assert_same_walk(walked: &[u64], expected: &[u64], what: &str) {
     let unique: HashSet<_> = walked.iter().collect();
     assert_eq!(unique.len(), walked.len(), "{what}: a row came twice");
-    assert_eq!(walked.len(), expected.len(), "{what}: a row is missing or extra");
+    assert_eq!(
+        walked.len(),
+        expected.len(),
+        "{what}: a row is missing or extra"
+    );
     assert_eq!(walked, expected, "{what}: order differs from SQL");
 }
 
@@ -29,7 +33,10 @@ async fn walking_all_products_in_each_sort_matches_sql() {
     let app = spawn_app(&Options::new(&database)).await;
     for (sort, order_by) in SORTS {
         let expected = database
-            .ids(&format!("SELECT id FROM products ORDER BY {order_by}"), Params::Empty)
+            .ids(
+                &format!("SELECT id FROM products ORDER BY {order_by}"),
+                Params::Empty,
+            )
             .await;
         assert!(expected.len() as u64 > ROWS);
         let walked = app.walk(&format!("sort={sort}&take=100")).await;
@@ -51,7 +58,9 @@ async fn walking_one_category_in_each_sort_matches_sql() {
             )
             .await;
         assert!(expected.len() > 500, "the category holds many pages");
-        let walked = app.walk(&format!("category=tops&sort={sort}&take=37")).await;
+        let walked = app
+            .walk(&format!("category=tops&sort={sort}&take=37"))
+            .await;
         assert_same_walk(&walked, &expected, sort);
     }
     app.stop().await;
@@ -101,7 +110,9 @@ async fn walking_a_price_range_in_each_sort_matches_sql() {
             )
             .await;
         let walked = app
-            .walk(&format!("min_price=100&max_price=123.45&sort={sort}&take=25"))
+            .walk(&format!(
+                "min_price=100&max_price=123.45&sort={sort}&take=25"
+            ))
             .await;
         assert_same_walk(&walked, &expected, sort);
         let category = database
@@ -127,7 +138,10 @@ async fn rows_inserted_during_a_walk_cause_no_duplicate_or_skip() {
     let app = spawn_app(&Options::new(&database)).await;
     for (sort, order_by) in SORTS {
         let before = database
-            .ids(&format!("SELECT id FROM products ORDER BY {order_by}"), Params::Empty)
+            .ids(
+                &format!("SELECT id FROM products ORDER BY {order_by}"),
+                Params::Empty,
+            )
             .await;
         let mut walked = Vec::new();
         let mut cursor: Option<String> = None;
@@ -138,7 +152,13 @@ async fn rows_inserted_during_a_walk_cause_no_duplicate_or_skip() {
                 Some(c) => format!("/products/v1?sort={sort}&take=50&cursor={c}"),
             };
             let page = app.get(&url).await.json();
-            walked.extend(page["data"].as_array().unwrap().iter().map(|p| p["id"].as_u64().unwrap()));
+            walked.extend(
+                page["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["id"].as_u64().unwrap()),
+            );
             page_number += 1;
             if page_number % 10 == 0 {
                 // New rows land everywhere in the order: ties, cheap, expensive, newest.
@@ -152,15 +172,26 @@ async fn rows_inserted_during_a_walk_cause_no_duplicate_or_skip() {
         let unique: HashSet<_> = walked.iter().collect();
         assert_eq!(unique.len(), walked.len(), "{sort}: a row came twice");
         let walked_set: HashSet<_> = walked.iter().collect();
-        let skipped: Vec<_> = before.iter().filter(|id| !walked_set.contains(id)).collect();
-        assert!(skipped.is_empty(), "{sort}: rows present before the walk were skipped: {skipped:?}");
+        let skipped: Vec<_> = before
+            .iter()
+            .filter(|id| !walked_set.contains(id))
+            .collect();
+        assert!(
+            skipped.is_empty(),
+            "{sort}: rows present before the walk were skipped: {skipped:?}"
+        );
         let after = database
-            .ids(&format!("SELECT id FROM products ORDER BY {order_by}"), Params::Empty)
+            .ids(
+                &format!("SELECT id FROM products ORDER BY {order_by}"),
+                Params::Empty,
+            )
             .await;
         let position: std::collections::HashMap<_, _> =
             after.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         assert!(
-            walked.windows(2).all(|pair| position[&pair[0]] < position[&pair[1]]),
+            walked
+                .windows(2)
+                .all(|pair| position[&pair[0]] < position[&pair[1]]),
             "{sort}: the walk is out of order"
         );
     }
@@ -177,14 +208,25 @@ async fn pages_have_the_documented_shape_and_link() {
     assert_eq!(reply.header("content-type"), Some("application/json"));
     let page = reply.json();
     let product = &page["data"][0];
-    for field in ["id", "name", "description", "price", "category", "created_at", "updated_at"] {
+    for field in [
+        "id",
+        "name",
+        "description",
+        "price",
+        "category",
+        "created_at",
+        "updated_at",
+    ] {
         assert!(!product[field].is_null(), "{field} missing: {product}");
     }
     assert!(product["price"].is_number());
     assert!(product["created_at"].as_str().unwrap().ends_with('Z'));
     let cursor = page["next_cursor"].as_str().unwrap();
     let link = reply.header("link").unwrap();
-    assert!(link.starts_with("</products/v1?sort=price&take=2&cursor="), "{link}");
+    assert!(
+        link.starts_with("</products/v1?sort=price&take=2&cursor="),
+        "{link}"
+    );
     assert!(link.ends_with(">; rel=\"next\""));
     let next_url = &link[1..link.find('>').unwrap()];
     let next = app.get(next_url).await;

@@ -19,7 +19,9 @@ async fn redis_down_still_serves_and_redis_back_is_used_again() {
     for mode in [Mode::Refuse, Mode::Blackhole] {
         redis.set(mode);
         for take in 1..=5 {
-            let reply = app.get(&format!("/products/v1?take={take}&category={mode:?}")).await;
+            let reply = app
+                .get(&format!("/products/v1?take={take}&category={mode:?}"))
+                .await;
             assert_eq!(reply.status, 200, "{mode:?}");
             assert_eq!(reply.header("x-cache"), Some("MISS"));
         }
@@ -27,9 +29,11 @@ async fn redis_down_still_serves_and_redis_back_is_used_again() {
         assert_eq!(ready.status, 200, "MySQL is up, so the service is ready");
         assert_eq!(ready.json()["redis"], "down");
         redis.set(Mode::Up);
-        eventually(Duration::from_secs(10), "redis reported up again", || async {
-            app.get("/ready").await.json()["redis"] == "up"
-        })
+        eventually(
+            Duration::from_secs(10),
+            "redis reported up again",
+            || async { app.get("/ready").await.json()["redis"] == "up" },
+        )
         .await;
     }
     // Written by the recovered instance, read by another: L2 is in use again.
@@ -58,20 +62,35 @@ async fn database_down_answers_503_within_the_deadline_and_recovers_without_rest
     for mode in [Mode::Blackhole, Mode::Refuse] {
         mysql.set(mode);
         let started = Instant::now();
-        let reply = app.get(&format!("/products/v1?take=4&category={mode:?}")).await;
+        let reply = app
+            .get(&format!("/products/v1?take=4&category={mode:?}"))
+            .await;
         let elapsed = started.elapsed();
         assert_eq!(reply.status, 503, "{mode:?}");
-        assert_eq!(reply.header("content-type"), Some("application/problem+json"));
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json")
+        );
         assert!(reply.header("retry-after").is_some());
-        assert!(elapsed < Duration::from_millis(1_900), "{mode:?}: took {elapsed:?}");
+        assert!(
+            elapsed < Duration::from_millis(1_900),
+            "{mode:?}: took {elapsed:?}"
+        );
         let ready = app.get("/ready").await;
         assert_eq!(ready.status, 503, "{mode:?}");
         // Pages already cached are still served.
         assert_eq!(app.get("/products/v1?take=3").await.status, 200);
         mysql.set(Mode::Up);
-        eventually(Duration::from_secs(10), "listing answers 200 again", || async {
-            app.get(&format!("/products/v1?take=4&category={mode:?}")).await.status == 200
-        })
+        eventually(
+            Duration::from_secs(10),
+            "listing answers 200 again",
+            || async {
+                app.get(&format!("/products/v1?take=4&category={mode:?}"))
+                    .await
+                    .status
+                    == 200
+            },
+        )
         .await;
         assert_eq!(app.get("/ready").await.status, 200);
     }
@@ -84,7 +103,11 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     let database = TestDatabase::seeded(50).await;
     let mysql = Proxy::start(socket_of(&database.url)).await;
     let options = Options::new(&database);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_product-api"))
         .arg("serve")
         .env_clear()
@@ -100,9 +123,17 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    eventually(Duration::from_secs(30), "the binary serves /health", || async {
-        client.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status() == 200)
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the binary serves /health",
+        || async {
+            client
+                .get(format!("{base}/health"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
     .await;
     // An in-flight request: the database hangs, so it lasts until the query deadline.
     mysql.set(Mode::Blackhole);
@@ -111,18 +142,32 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
         let url = format!("{base}/products/v1?take=9");
         async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
     });
-    eventually(Duration::from_secs(5), "the request reached the database", || async {
-        mysql.swallowed_bytes() > 0
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the request reached the database",
+        || async { mysql.swallowed_bytes() > 0 },
+    )
     .await;
     let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(killed.success());
-    let status = in_flight.await.unwrap().expect("the in-flight request got its answer");
+    let status = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request got its answer");
     assert_eq!(status, 503, "answered at the deadline, not cut off");
-    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.unwrap().unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(exit.success(), "exit status {exit:?}");
-    assert!(client.get(format!("{base}/health")).send().await.is_err(), "no longer accepting");
+    assert!(
+        client.get(format!("{base}/health")).send().await.is_err(),
+        "no longer accepting"
+    );
     mysql.set(Mode::Up);
     database.drop_database().await;
 }
