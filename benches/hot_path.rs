@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Method;
-use product_api::cache::CacheKey;
+use product_api::cache::{CacheKey, Generation};
 use product_api::domain::{Page, Position, Price, Product, Sort, Timestamp};
 use product_api::request::cursor::{CursorKey, Fingerprint};
 use product_api::request::parse_listing;
@@ -106,7 +106,7 @@ fn request_stages(c: &mut Criterion) {
         b.iter(|| key.decode(black_box(&cursor), Sort::PriceDesc, fingerprint));
     });
     c.bench_function("cache_key", |b| {
-        b.iter(|| CacheKey::for_listing(black_box(&listing)));
+        b.iter(|| CacheKey::for_listing(black_box(&listing), Generation::default()));
     });
 }
 

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::endpoints;
 use crate::error::ApiError;
 use crate::request::cursor::CursorKey;
+use crate::request::webhook::WebhookSecret;
 use crate::response::HttpResponse;
 use crate::route::{route, Route};
 use crate::store::Store;
@@ -19,8 +20,9 @@ use crate::store::Store;
 /// Everything a request needs, shared by all connections.
 pub struct App {
     store: Arc<Store>,
-    cache: ResponseCache,
+    cache: Arc<ResponseCache>,
     cursor_key: CursorKey,
+    webhook_secret: Option<WebhookSecret>,
     /// `Cache-Control` of listing responses, matching the L2 TTL.
     cache_control: HeaderValue,
 }
@@ -43,22 +45,37 @@ impl App {
         let cache_control =
             HeaderValue::try_from(format!("public, max-age={}", config.l2.ttl.as_secs()))
                 .expect("digits are a valid header value");
+        let cache = Arc::new(ResponseCache::new(l1, l2, config.lock_wait));
+        cache.sync_generation().await;
+        cache.spawn_invalidation_listener();
+        if config.webhook_secret.is_none() {
+            tracing::warn!("WEBHOOK_SECRET is not set: POST /webhook answers 503 until it is");
+        }
         Ok(App {
             store: Arc::new(store),
-            cache: ResponseCache::new(l1, l2, config.lock_wait),
+            cache,
             cursor_key: CursorKey::new(cursor_secret.expose().as_bytes()),
+            webhook_secret: config.webhook_secret.clone(),
             cache_control,
         })
     }
 
     /// Answers one request; every error becomes its response here.
-    pub async fn handle<B>(&self, request: &Request<B>) -> HttpResponse {
+    pub async fn handle<B>(&self, request: Request<B>) -> HttpResponse
+    where
+        B: hyper::body::Body<Data = bytes::Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
         let outcome = match route(request.method(), request.uri().path()) {
             Route::ListProducts => {
                 endpoints::products::list(self, request.uri(), request.headers()).await
             }
             Route::Health => Ok(endpoints::health::health()),
             Route::Ready => Ok(endpoints::health::ready(self).await),
+            Route::Webhook => {
+                let (parts, body) = request.into_parts();
+                endpoints::webhook::receive(self, &parts.headers, body).await
+            }
             Route::MethodNotAllowed(allow) => Err(ApiError::MethodNotAllowed(allow)),
             Route::NotFound => Err(ApiError::NotFound),
         };
@@ -73,6 +90,11 @@ impl App {
     #[must_use]
     pub fn cache(&self) -> &ResponseCache {
         &self.cache
+    }
+
+    #[must_use]
+    pub fn webhook_secret(&self) -> Option<&WebhookSecret> {
+        self.webhook_secret.as_ref()
     }
 
     #[must_use]

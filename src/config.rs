@@ -40,6 +40,8 @@ pub struct Config {
     pub redis_url: Secret,
     /// Signs pagination cursors; the same on every instance. Required to serve.
     pub cursor_secret: Option<Secret>,
+    /// Verifies webhook signatures (`whsec_` + base64); without it `/webhook` answers 503.
+    pub webhook_secret: Option<crate::request::webhook::WebhookSecret>,
     pub store: StoreSettings,
     pub l1_capacity_bytes: u64,
     pub l1_ttl: Duration,
@@ -88,6 +90,14 @@ impl Config {
                 ));
             }
         }
+        let webhook_secret = match env.text("WEBHOOK_SECRET") {
+            None => None,
+            Some(text) => Some(
+                crate::request::webhook::WebhookSecret::parse(&text).ok_or_else(|| {
+                    invalid("WEBHOOK_SECRET", "must be whsec_ followed by base64".into())
+                })?,
+            ),
+        };
         let pool_min = env.parse("DB_POOL_MIN", 4)?;
         let pool_max = env.parse("DB_POOL_MAX", 32)?;
         if pool_max == 0 || pool_min > pool_max {
@@ -102,6 +112,7 @@ impl Config {
             database_url: database_url(&env)?,
             redis_url: redis_url(&env)?,
             cursor_secret,
+            webhook_secret,
             store: StoreSettings {
                 pool_min,
                 pool_max,
@@ -238,7 +249,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_setting() {
-        let cases: [(&[(&str, &str)], &str); 5] = [
+        let cases: [(&[(&str, &str)], &str); 6] = [
             (&[], "DATABASE_URL"),
             (
                 &[("DATABASE_URL", "mysql://x/y"), ("PORT", "eighty")],
@@ -255,6 +266,13 @@ mod tests {
             (
                 &[("DATABASE_URL", "mysql://x/y"), ("L1_TTL_MS", "-5")],
                 "L1_TTL_MS",
+            ),
+            (
+                &[
+                    ("DATABASE_URL", "mysql://x/y"),
+                    ("WEBHOOK_SECRET", "whsec_!!"),
+                ],
+                "WEBHOOK_SECRET",
             ),
         ];
         for (pairs, name) in cases {

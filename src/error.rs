@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http::header::{ALLOW, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 
+use crate::request::webhook::{EventError, SignatureError};
 use crate::request::ClientError;
 use crate::response::problem::{Problem, RETRY_AFTER_SECONDS};
 use crate::response::HttpResponse;
@@ -24,6 +25,18 @@ pub enum ApiError {
     MethodNotAllowed(&'static str),
     #[error("database unavailable")]
     Database(#[source] Arc<StoreError>),
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error(transparent)]
+    Event(#[from] EventError),
+    #[error("webhooks are disabled: WEBHOOK_SECRET is not set")]
+    WebhooksDisabled,
+    #[error("another delivery of this event is being applied")]
+    WebhookInFlight,
+    #[error("the body is larger than allowed")]
+    BodyTooLarge,
+    #[error("the body could not be read: {0}")]
+    BodyUnreadable(String),
 }
 
 impl From<StoreError> for ApiError {
@@ -43,7 +56,7 @@ impl ApiError {
                 title: "Not found",
                 status: StatusCode::NOT_FOUND,
                 detail: "no resource at this path",
-                parameter: None,
+                at_fault: None,
             }
             .response(),
             ApiError::MethodNotAllowed(allow) => {
@@ -52,7 +65,7 @@ impl ApiError {
                     title: "Method not allowed",
                     status: StatusCode::METHOD_NOT_ALLOWED,
                     detail: "this path does not accept that method; see the Allow header",
-                    parameter: None,
+                    at_fault: None,
                 }
                 .response();
                 response
@@ -64,8 +77,86 @@ impl ApiError {
                 tracing::warn!(error = %cause, "database unavailable, answering 503");
                 unavailable("the database did not answer in time; retry shortly")
             }
+            ApiError::Signature(error) => signature_problem(error),
+            ApiError::Event(error) => event_problem(&error),
+            ApiError::WebhooksDisabled => {
+                unavailable("webhooks are disabled on this instance: WEBHOOK_SECRET is not set")
+            }
+            ApiError::WebhookInFlight => Problem {
+                kind: "webhook-in-flight",
+                title: "Event being processed",
+                status: StatusCode::CONFLICT,
+                detail: "another delivery of this event is being applied; retry later",
+                at_fault: None,
+            }
+            .response(),
+            ApiError::BodyTooLarge => Problem {
+                kind: "body-too-large",
+                title: "Body too large",
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                detail: "the body must be at most 262144 bytes",
+                at_fault: None,
+            }
+            .response(),
+            ApiError::BodyUnreadable(reason) => {
+                tracing::debug!(%reason, "unreadable request body");
+                Problem {
+                    kind: "invalid-body",
+                    title: "Invalid body",
+                    status: StatusCode::BAD_REQUEST,
+                    detail: "the request body could not be read",
+                    at_fault: None,
+                }
+                .response()
+            }
         }
     }
+}
+
+fn signature_problem(error: SignatureError) -> HttpResponse {
+    tracing::debug!(%error, "webhook rejected");
+    let header = match error {
+        SignatureError::MissingId => "webhook-id",
+        SignatureError::BadTimestamp | SignatureError::StaleTimestamp => "webhook-timestamp",
+        SignatureError::BadSignature => {
+            return Problem {
+                kind: "unauthorized",
+                title: "Unauthorized",
+                status: StatusCode::UNAUTHORIZED,
+                detail: "the request is not authenticated",
+                at_fault: None,
+            }
+            .response();
+        }
+    };
+    Problem {
+        kind: "invalid-webhook-headers",
+        title: "Invalid webhook headers",
+        status: StatusCode::BAD_REQUEST,
+        detail: &error.to_string(),
+        at_fault: Some(("header", header)),
+    }
+    .response()
+}
+
+fn event_problem(error: &EventError) -> HttpResponse {
+    tracing::debug!(%error, "webhook event rejected");
+    let (kind, title, status) = match error {
+        EventError::InvalidJson(_) => ("invalid-body", "Invalid body", StatusCode::BAD_REQUEST),
+        _ => (
+            "invalid-event",
+            "Invalid event",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    };
+    Problem {
+        kind,
+        title,
+        status,
+        detail: &error.to_string(),
+        at_fault: error.field().map(|field| ("field", field)),
+    }
+    .response()
 }
 
 /// A 503 problem with `Retry-After`.
@@ -76,7 +167,7 @@ pub fn unavailable(detail: &str) -> HttpResponse {
         title: "Service unavailable",
         status: StatusCode::SERVICE_UNAVAILABLE,
         detail,
-        parameter: None,
+        at_fault: None,
     }
     .response();
     response
@@ -100,7 +191,7 @@ fn client_problem(error: &ClientError) -> HttpResponse {
         title,
         status: StatusCode::BAD_REQUEST,
         detail: &error.to_string(),
-        parameter: error.parameter(),
+        at_fault: error.parameter().map(|name| ("parameter", name)),
     }
     .response()
 }

@@ -28,4 +28,6 @@ pub mod response;
 // Beside the path: the vocabulary, the error map, and the seed data.
 pub mod domain;
 pub mod error;
+// Outbound: OAuth2 token and external catalogue client; never on the listing path.
 pub mod seed;
+pub mod upstream;

@@ -10,6 +10,7 @@ pub enum Route {
     ListProducts,
     Health,
     Ready,
+    Webhook,
     /// The path exists but not for this method; carries the `Allow` header value.
     MethodNotAllowed(&'static str),
     NotFound,
@@ -24,6 +25,8 @@ pub fn route(method: &Method, path: &str) -> Route {
         "/products/v1" => Route::ListProducts,
         "/health" => Route::Health,
         "/ready" => Route::Ready,
+        "/webhook" if method == Method::POST => return Route::Webhook,
+        "/webhook" => return Route::MethodNotAllowed("POST"),
         _ => return Route::NotFound,
     };
     if method == Method::GET || method == Method::HEAD {
@@ -44,6 +47,8 @@ mod tests {
             (Method::HEAD, "/products/v1", Route::ListProducts),
             (Method::GET, "/health", Route::Health),
             (Method::GET, "/ready", Route::Ready),
+            (Method::POST, "/webhook", Route::Webhook),
+            (Method::GET, "/webhook", Route::MethodNotAllowed("POST")),
             (
                 Method::POST,
                 "/products/v1",

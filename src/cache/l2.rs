@@ -34,6 +34,8 @@ const BREAKER_COOL_DOWN: Duration = Duration::from_millis(500);
 
 /// The shared cache.
 pub struct L2 {
+    /// For the pub/sub connection, which a `ConnectionManager` cannot carry.
+    client: redis::Client,
     connection: ConnectionManager,
     settings: L2Settings,
     breaker: Breaker,
@@ -66,8 +68,9 @@ impl L2 {
             .set_connection_timeout(Some(settings.timeout))
             .set_response_timeout(Some(settings.timeout))
             .set_number_of_retries(1);
-        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         Ok(L2 {
+            client,
             connection,
             settings,
             breaker: Breaker::default(),
@@ -179,8 +182,89 @@ impl L2 {
         }
     }
 
+    /// Moves the deployment to a new generation and tells every instance; `None` when Redis
+    /// did not answer.
+    pub async fn bump_generation(&self) -> Option<u64> {
+        let generation_key = self.generation_key();
+        let channel = self.invalidation_channel();
+        self.call(|mut c| async move {
+            let generation: u64 = c.incr(&generation_key, 1).await?;
+            c.publish::<_, _, ()>(&channel, generation).await?;
+            Ok(generation)
+        })
+        .await
+    }
+
+    /// The deployment's current generation; `None` when Redis did not answer.
+    pub async fn current_generation(&self) -> Option<u64> {
+        let generation_key = self.generation_key();
+        self.call(|mut c| async move { c.get::<_, Option<u64>>(&generation_key).await })
+            .await
+            .map(Option::unwrap_or_default)
+    }
+
+    /// A dedicated pub/sub connection subscribed to invalidations.
+    pub async fn subscribe_invalidations(&self) -> Option<redis::aio::PubSub> {
+        let channel = self.invalidation_channel();
+        let subscribe = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match tokio::time::timeout(self.settings.timeout * 10, subscribe).await {
+            Ok(Ok(pubsub)) => Some(pubsub),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "cannot subscribe to invalidations yet");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Whether a webhook event id is known to be processed (the fast path before MySQL, which
+    /// holds the durable record).
+    pub async fn webhook_seen(&self, event_id: &str) -> bool {
+        let key = self.webhook_key(event_id);
+        self.call(|mut c| async move { c.exists::<_, bool>(key).await })
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Remembers a processed event id for `ttl`.
+    pub async fn remember_webhook(&self, event_id: &str, ttl: Duration) {
+        let key = self.webhook_key(event_id);
+        self.call(|mut c| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(1)
+                .arg("NX")
+                .arg("EX")
+                .arg(ttl.as_secs().max(1))
+                .query_async::<Option<String>>(&mut c)
+                .await
+        })
+        .await;
+    }
+
+    fn webhook_key(&self, event_id: &str) -> String {
+        format!("{}:webhook:{event_id}", self.settings.namespace)
+    }
+
+    fn generation_key(&self) -> String {
+        format!("{}:generation", self.settings.namespace)
+    }
+
+    fn invalidation_channel(&self) -> String {
+        format!("{}:invalidate", self.settings.namespace)
+    }
+
     fn page_key(&self, key: &CacheKey) -> String {
-        format!("{}:page:{}", self.settings.namespace, key.as_str())
+        format!(
+            "{}:page:{}:{}",
+            self.settings.namespace,
+            key.generation().shared,
+            key.as_str()
+        )
     }
 
     fn lock_key(&self, key: &CacheKey) -> String {

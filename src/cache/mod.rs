@@ -10,14 +10,17 @@ pub mod l1;
 pub mod l2;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+
+use futures_util::StreamExt as _;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderValue;
 
 use crate::store::StoreError;
-pub use key::CacheKey;
+pub use key::{CacheKey, Generation};
 use l1::L1;
 use l2::{FillLock, L2};
 
@@ -55,7 +58,14 @@ pub struct ResponseCache {
     l2: L2,
     /// How long a waiter waits for another instance's fill before loading itself.
     lock_wait: Duration,
+    /// The deployment-wide generation last seen (from Redis or its pub/sub channel).
+    shared_generation: AtomicU64,
+    /// Invalidations this instance has seen; retires L1 entries even when Redis is down.
+    local_generation: AtomicU64,
 }
+
+/// Pause between attempts to (re)subscribe to invalidations while Redis is unreachable.
+const RESUBSCRIBE_PAUSE: Duration = Duration::from_secs(1);
 
 /// First pause between L2 reads while another instance fills a key; doubles each time.
 const FIRST_L2_POLL: Duration = Duration::from_millis(2);
@@ -63,7 +73,86 @@ const FIRST_L2_POLL: Duration = Duration::from_millis(2);
 impl ResponseCache {
     #[must_use]
     pub fn new(l1: L1, l2: L2, lock_wait: Duration) -> Self {
-        ResponseCache { l1, l2, lock_wait }
+        ResponseCache {
+            l1,
+            l2,
+            lock_wait,
+            shared_generation: AtomicU64::new(0),
+            local_generation: AtomicU64::new(0),
+        }
+    }
+
+    /// The key of a listing under the current generation.
+    #[must_use]
+    pub fn key_for(&self, listing: &crate::request::Listing) -> CacheKey {
+        CacheKey::for_listing(listing, self.generation())
+    }
+
+    #[must_use]
+    pub fn generation(&self) -> Generation {
+        Generation {
+            shared: self.shared_generation.load(Ordering::Acquire),
+            local: self.local_generation.load(Ordering::Acquire),
+        }
+    }
+
+    /// After a catalogue change: retire this instance's entries at once, then move every
+    /// instance (L1 via pub/sub, L2 via the generation in its keys) to a new generation.
+    pub async fn invalidate_everywhere(&self) {
+        self.local_generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(generation) = self.l2.bump_generation().await {
+            self.observe_shared_generation(generation);
+        } else {
+            tracing::warn!(
+                "redis unavailable: other instances see the change when their L1 entries expire"
+            );
+        }
+    }
+
+    /// Takes the deployment's generation from Redis, e.g. at start-up.
+    pub async fn sync_generation(&self) {
+        if let Some(generation) = self.l2.current_generation().await {
+            self.observe_shared_generation(generation);
+        }
+    }
+
+    fn observe_shared_generation(&self, generation: u64) {
+        let previous = self
+            .shared_generation
+            .fetch_max(generation, Ordering::AcqRel);
+        if previous != generation {
+            self.local_generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Follows other instances' invalidations until the cache is dropped: subscribes, catches up
+    /// with the generation (messages sent while disconnected are lost), then applies each message.
+    pub fn spawn_invalidation_listener(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let cache: Weak<ResponseCache> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(pubsub) = (match cache.upgrade() {
+                    Some(cache) => cache.l2.subscribe_invalidations().await,
+                    None => return,
+                }) else {
+                    tokio::time::sleep(RESUBSCRIBE_PAUSE).await;
+                    continue;
+                };
+                match cache.upgrade() {
+                    Some(cache) => cache.sync_generation().await,
+                    None => return,
+                }
+                let mut messages = pubsub.into_on_message();
+                while let Some(message) = messages.next().await {
+                    let Some(cache) = cache.upgrade() else { return };
+                    if let Ok(generation) = message.get_payload::<u64>() {
+                        cache.observe_shared_generation(generation);
+                    }
+                }
+                tracing::debug!("invalidation subscription ended; resubscribing");
+                tokio::time::sleep(RESUBSCRIBE_PAUSE).await;
+            }
+        })
     }
 
     /// The cached page for `key`, loading it with `load` on a miss of both levels.

@@ -1,5 +1,6 @@
 //! The catalogue's vocabulary: products, listing queries and their invariants. No I/O here.
 
+pub mod event;
 pub mod price;
 pub mod search;
 pub mod timestamp;

@@ -76,6 +76,91 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// Parses RFC 3339 (`2025-01-02T03:04:05Z`, fractions up to nanoseconds truncated to
+    /// microseconds, `Z` or a `±HH:MM` offset). `None` for anything else.
+    #[must_use]
+    pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+        let bytes = text.as_bytes();
+        if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || bytes[13] != b':' {
+            return None;
+        }
+        if !matches!(bytes[10], b'T' | b't' | b' ') || bytes[16] != b':' {
+            return None;
+        }
+        let number = |range: std::ops::Range<usize>| -> Option<u32> {
+            let part = bytes.get(range)?;
+            part.iter()
+                .all(u8::is_ascii_digit)
+                .then(|| part.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')))
+        };
+        let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+        let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+        if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+            return None;
+        }
+        if hour > 23 || minute > 59 || second > 60 {
+            return None;
+        }
+        let mut index = 19;
+        let mut micros = 0u32;
+        if bytes.get(index) == Some(&b'.') {
+            index += 1;
+            let start = index;
+            while bytes.get(index).is_some_and(u8::is_ascii_digit) {
+                if index - start < 6 {
+                    micros = micros * 10 + u32::from(bytes[index] - b'0');
+                }
+                index += 1;
+            }
+            let digits = index - start;
+            if digits == 0 {
+                return None;
+            }
+            for _ in digits..6 {
+                micros *= 10;
+            }
+        }
+        let offset_seconds: i64 = match bytes.get(index..)? {
+            b"Z" | b"z" => 0,
+            [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+                let digits = [*h1, *h2, *m1, *m2];
+                if !digits.iter().all(u8::is_ascii_digit) {
+                    return None;
+                }
+                let hours = i64::from((h1 - b'0') * 10 + (h2 - b'0'));
+                let minutes = i64::from((m1 - b'0') * 10 + (m2 - b'0'));
+                let magnitude = hours * 3600 + minutes * 60;
+                if *sign == b'-' {
+                    -magnitude
+                } else {
+                    magnitude
+                }
+            }
+            _ => return None,
+        };
+        let local = Timestamp::from_civil(Civil {
+            year: i32::try_from(year).ok()?,
+            month: month as u8,
+            day: day as u8,
+            hour: hour as u8,
+            minute: minute as u8,
+            second: second.min(59) as u8,
+            micros,
+        });
+        Some(Timestamp(local.0 - offset_seconds * MICROS_PER_SECOND))
+    }
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
 /// Writes `value` as zero-padded decimal filling all of `slot`.
 fn put_digits(slot: &mut [u8], mut value: u32) {
     for byte in slot.iter_mut().rev() {
@@ -132,7 +217,38 @@ mod tests {
         }
     }
 
+    #[test]
+    fn parses_rfc3339_forms() {
+        let cases = [
+            ("2025-01-02T03:04:05Z", Some(1_735_787_045_000_000)),
+            ("2025-01-02T03:04:05.123456Z", Some(1_735_787_045_123_456)),
+            (
+                "2025-01-02T03:04:05.1234567891Z",
+                Some(1_735_787_045_123_456),
+            ),
+            ("2025-01-02T04:04:05.5+01:00", Some(1_735_787_045_500_000)),
+            ("2025-01-02T03:04:05", None),
+            ("2025-02-30T03:04:05Z", None),
+            ("2025-01-02T24:04:05Z", None),
+            ("2025-01-02T03:04:05.Z", None),
+            ("yesterday", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                Timestamp::parse_rfc3339(text).map(|t| t.0),
+                expected,
+                "{text}"
+            );
+        }
+    }
+
     proptest! {
+        #[test]
+        fn rfc3339_round_trips(micros in 0i64..253_402_300_799_999_999i64) {
+            let text = rfc3339(Timestamp(micros));
+            prop_assert_eq!(Timestamp::parse_rfc3339(&text), Some(Timestamp(micros)));
+        }
+
         #[test]
         fn civil_round_trips(micros in -62_135_596_800_000_000i64..253_402_300_799_999_999i64) {
             let ts = Timestamp(micros);

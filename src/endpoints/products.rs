@@ -7,7 +7,7 @@ use http_body_util::Full;
 use sha2::{Digest, Sha256};
 
 use crate::app::App;
-use crate::cache::{CacheKey, CacheStatus, CachedPage};
+use crate::cache::{CacheStatus, CachedPage};
 use crate::error::ApiError;
 use crate::request::{self, query_string, Listing};
 use crate::response::{self, HttpResponse, JSON};
@@ -19,7 +19,7 @@ pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 /// Answers one listing request.
 pub async fn list(app: &App, uri: &Uri, headers: &HeaderMap) -> Result<HttpResponse, ApiError> {
     let listing = request::parse_listing(uri.query(), app.cursor_key())?;
-    let key = CacheKey::for_listing(&listing);
+    let key = app.cache().key_for(&listing);
     let (page, status) = app
         .cache()
         .get_or_load(&key, || build_page(app, &listing))

@@ -4,6 +4,7 @@
 
 pub mod cursor;
 pub mod query_string;
+pub mod webhook;
 
 use std::borrow::Cow;
 

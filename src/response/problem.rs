@@ -13,8 +13,9 @@ pub struct Problem<'a> {
     pub title: &'static str,
     pub status: StatusCode,
     pub detail: &'a str,
-    /// The query parameter at fault, when there is one.
-    pub parameter: Option<&'a str>,
+    /// What was at fault, as a member name and value: `("parameter", "take")`,
+    /// `("field", "data.price")`, `("header", "webhook-timestamp")`.
+    pub at_fault: Option<(&'static str, &'a str)>,
 }
 
 impl Problem<'_> {
@@ -29,9 +30,11 @@ impl Problem<'_> {
         out.extend_from_slice(itoa::Buffer::new().format(self.status.as_u16()).as_bytes());
         out.extend_from_slice(b",\"detail\":");
         write_string(self.detail, &mut out);
-        if let Some(parameter) = self.parameter {
-            out.extend_from_slice(b",\"parameter\":");
-            write_string(parameter, &mut out);
+        if let Some((member, value)) = self.at_fault {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(member.as_bytes());
+            out.extend_from_slice(b"\":");
+            write_string(value, &mut out);
         }
         out.push(b'}');
         out
@@ -60,7 +63,7 @@ mod tests {
             title: "Invalid parameter",
             status: StatusCode::BAD_REQUEST,
             detail: "parameter `take` must be \"1\"",
-            parameter: Some("take"),
+            at_fault: Some(("parameter", "take")),
         };
         let value: serde_json::Value = serde_json::from_slice(&problem.body()).unwrap();
         assert_eq!(

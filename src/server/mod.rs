@@ -63,7 +63,7 @@ pub async fn run(
         let app = app.clone();
         let service = service_fn(move |request: hyper::Request<Incoming>| {
             let app = app.clone();
-            async move { Ok::<_, std::convert::Infallible>(app.handle(&request).await) }
+            async move { Ok::<_, std::convert::Infallible>(app.handle(request).await) }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {

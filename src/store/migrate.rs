@@ -15,11 +15,18 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "create_products",
-    sql: include_str!("../../migrations/0001_create_products.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "create_products",
+        sql: include_str!("../../migrations/0001_create_products.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "webhooks_and_sync",
+        sql: include_str!("../../migrations/0002_webhooks_and_sync.sql"),
+    },
+];
 
 /// How long to wait for another instance's migration run.
 const LOCK_WAIT_SECONDS: u32 = 60;

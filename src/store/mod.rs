@@ -3,6 +3,7 @@
 //! Owns the connection pool, the listing statements, migrations and the seed. Every call is
 //! bounded by the query deadline, so a sick database costs a request at most that long.
 
+pub mod events;
 pub mod migrate;
 pub mod seed;
 pub mod sql;

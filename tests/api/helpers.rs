@@ -14,6 +14,8 @@ use tokio::sync::oneshot;
 
 /// The cursor secret every test instance shares, as instances of one deployment do.
 pub const CURSOR_SECRET: &str = "integration-test cursor secret, 32+ bytes";
+/// The webhook signing secret of the test instances.
+pub const WEBHOOK_SECRET: &str = "whsec_dGVzdCB3ZWJob29rIHNlY3JldCBvZiAzMiBieXRlcyE=";
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -131,13 +133,18 @@ impl Options {
             ("DATABASE_URL".into(), self.database_url.clone()),
             ("REDIS_URL".into(), self.redis_url.clone()),
             ("CURSOR_SECRET".into(), CURSOR_SECRET.into()),
+            ("WEBHOOK_SECRET".into(), WEBHOOK_SECRET.into()),
             ("CACHE_NAMESPACE".into(), self.namespace.clone()),
             ("DB_POOL_MIN".into(), "1".into()),
             ("DB_POOL_MAX".into(), "16".into()),
             ("REDIS_TIMEOUT_MS".into(), "500".into()),
         ]);
         for (name, value) in &self.extra {
-            vars.insert((*name).to_owned(), value.clone());
+            if value.is_empty() {
+                vars.remove(*name);
+            } else {
+                vars.insert((*name).to_owned(), value.clone());
+            }
         }
         Config::from_lookup(|name| vars.get(name).cloned()).unwrap()
     }
@@ -252,6 +259,39 @@ impl TestApp {
         panic!("walk of {query} did not end");
     }
 
+    /// Sends a signed webhook delivery (`timestamp` in Unix seconds).
+    pub async fn deliver(&self, id: &str, timestamp: i64, body: &[u8]) -> Reply {
+        let secret = product_api::request::webhook::WebhookSecret::parse(WEBHOOK_SECRET).unwrap();
+        let signature = secret.sign(id, timestamp, body);
+        self.post_webhook(id, timestamp, &signature, body.to_vec())
+            .await
+    }
+
+    pub async fn post_webhook(
+        &self,
+        id: &str,
+        timestamp: i64,
+        signature: &str,
+        body: Vec<u8>,
+    ) -> Reply {
+        let response = self
+            .client
+            .post(self.url("/webhook"))
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        Reply {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.bytes().await.unwrap().to_vec(),
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
@@ -284,6 +324,15 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{what}: not within {limit:?}");
+}
+
+pub fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .try_into()
+        .unwrap()
 }
 
 pub fn random_suffix() -> String {

@@ -7,3 +7,6 @@ mod helpers;
 mod listing;
 mod proxy;
 mod resilience;
+mod standin;
+mod upstream;
+mod webhooks;

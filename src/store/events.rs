@@ -1,0 +1,177 @@
+//! Product changes from the outside world, applied exactly once.
+//!
+//! The webhook event id is inserted in the same transaction as the change it causes, so an event
+//! is either recorded with its change or not at all: a failure midway leaves nothing behind and the
+//! sender's retry applies it. `external_versions` keeps the time of the newest change applied per
+//! product (also after a delete), so a late, older event changes nothing.
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Transaction, TxOpts, Value};
+
+use super::sql::datetime_value;
+use super::{Store, StoreError};
+use crate::domain::event::{ExternalProduct, ProductChange, ProductEvent};
+
+/// What applying an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The change is now in the catalogue.
+    Changed,
+    /// Recorded, but a newer change was already applied: nothing changed.
+    Stale,
+    /// This event id was processed before.
+    Duplicate,
+}
+
+/// How long a delivery waits for a concurrent delivery of the same event or product.
+const LOCK_WAIT_SECONDS: u32 = 5;
+const ER_DUP_ENTRY: u16 = 1062;
+const ER_LOCK_DEADLOCK: u16 = 1213;
+/// MySQL's error for a lock wait that ran out: another delivery of the event is in flight.
+pub const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+
+impl Store {
+    /// Applies one webhook event under its id, exactly once.
+    pub async fn apply_event(
+        &self,
+        event_id: &str,
+        event: &ProductEvent,
+    ) -> Result<Applied, StoreError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.try_apply_event(event_id, event).await {
+                Err(StoreError::Database(error))
+                    if server_code(&error) == Some(ER_LOCK_DEADLOCK) && attempts < 3 =>
+                {
+                    tracing::debug!(event_id, "deadlock applying an event; retrying");
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn try_apply_event(
+        &self,
+        event_id: &str,
+        event: &ProductEvent,
+    ) -> Result<Applied, StoreError> {
+        let mut conn = self.connection().await?;
+        conn.query_drop(format!(
+            "SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}"
+        ))
+        .await?;
+        let mut tx = conn.start_transaction(TxOpts::default()).await?;
+        let recorded = tx
+            .exec_drop(
+                "INSERT INTO webhook_events (event_id, event_type, received_at) VALUES (?, ?, UTC_TIMESTAMP(6))",
+                (event_id, event.change.kind()),
+            )
+            .await;
+        match recorded {
+            Err(mysql_async::Error::Server(error)) if error.code == ER_DUP_ENTRY => {
+                tx.rollback().await?;
+                return Ok(Applied::Duplicate);
+            }
+            other => other?,
+        }
+        let applied = apply_change(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+}
+
+/// Applies `event` inside `tx` unless a newer change of the same product was applied already.
+pub(super) async fn apply_change(
+    tx: &mut Transaction<'_>,
+    event: &ProductEvent,
+) -> Result<Applied, StoreError> {
+    let external_id = event.change.external_id();
+    // Creates the version row if missing, so the lock below always has a row to take.
+    tx.exec_drop(
+        "INSERT IGNORE INTO external_versions (external_id, last_change_at, deleted) VALUES (?, '1970-01-01 00:00:01', 0)",
+        (external_id,),
+    )
+    .await?;
+    let last: Option<Value> = tx
+        .exec_first(
+            "SELECT last_change_at FROM external_versions WHERE external_id = ? FOR UPDATE",
+            (external_id,),
+        )
+        .await?;
+    let last = last.and_then(|value| match value {
+        Value::Date(year, month, day, hour, minute, second, micros) => Some(
+            crate::domain::Timestamp::from_civil(crate::domain::timestamp::Civil {
+                year: i32::from(year),
+                month,
+                day,
+                hour,
+                minute,
+                second,
+                micros,
+            }),
+        ),
+        _ => None,
+    });
+    if last.is_some_and(|last| last >= event.happened_at) {
+        return Ok(Applied::Stale);
+    }
+    match &event.change {
+        ProductChange::Upsert(product) => upsert_product(tx, product).await?,
+        ProductChange::Delete { external_id } => {
+            tx.exec_drop("DELETE FROM products WHERE external_id = ?", (external_id,))
+                .await?;
+        }
+    }
+    tx.exec_drop(
+        "UPDATE external_versions SET last_change_at = ?, deleted = ? WHERE external_id = ?",
+        (
+            datetime_value(event.happened_at),
+            matches!(event.change, ProductChange::Delete { .. }),
+            external_id,
+        ),
+    )
+    .await?;
+    Ok(Applied::Changed)
+}
+
+async fn upsert_product(
+    tx: &mut Transaction<'_>,
+    product: &ExternalProduct,
+) -> Result<(), StoreError> {
+    let price = product.price.to_decimal_string();
+    let updated: u64 = {
+        tx.exec_drop(
+            "UPDATE products SET name = ?, description = ?, price = CAST(? AS DECIMAL(12,2)), category = ?, updated_at = UTC_TIMESTAMP(6) WHERE external_id = ?",
+            (&product.name, &product.description, &price, &product.category, &product.external_id),
+        )
+        .await?;
+        tx.affected_rows()
+    };
+    let exists: Option<u64> = if updated == 0 {
+        tx.exec_first(
+            "SELECT id FROM products WHERE external_id = ?",
+            (&product.external_id,),
+        )
+        .await?
+    } else {
+        Some(0)
+    };
+    if exists.is_none() {
+        tx.exec_drop(
+            "INSERT INTO products (name, description, price, category, created_at, updated_at, external_id) VALUES (?, ?, CAST(? AS DECIMAL(12,2)), ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), ?)",
+            (&product.name, &product.description, &price, &product.category, &product.external_id),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The server's error code, when the error came from the server.
+#[must_use]
+pub fn server_code(error: &mysql_async::Error) -> Option<u16> {
+    match error {
+        mysql_async::Error::Server(server) => Some(server.code),
+        _ => None,
+    }
+}

@@ -1,0 +1,1 @@
+//! Outbound calls (placeholder while the upstream module is written).
