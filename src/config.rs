@@ -49,6 +49,19 @@ pub struct Config {
     /// How long a request waits for another instance to fill a key before loading itself.
     pub lock_wait: Duration,
     pub server: ServerSettings,
+    /// The external catalogue and its sync; `None` when `API_URL` is not set.
+    pub upstream: Option<UpstreamConfig>,
+}
+
+/// The outside world: the OAuth2 token, the catalogue, and how often to sync from it.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub token: crate::upstream::TokenSettings,
+    pub catalogue: crate::upstream::CatalogueSettings,
+    /// How often `serve` syncs the catalogue in the background; `None` (the default) never.
+    pub sync_interval: Option<Duration>,
+    /// Products per catalogue page and per write transaction of the sync.
+    pub sync_page_size: u64,
 }
 
 /// The HTTP server's limits.
@@ -134,8 +147,59 @@ impl Config {
                 header_read_timeout: env.millis("HEADER_READ_TIMEOUT_MS", 5_000)?,
                 shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", 10_000)?,
             },
+            upstream: upstream(&env)?,
         })
     }
+}
+
+/// The upstream settings, required together once `API_URL` is set.
+fn upstream(env: &Env<'_>) -> Result<Option<UpstreamConfig>, ConfigError> {
+    use crate::upstream::{CatalogueSettings, ClientAuth, RetrySettings, TokenSettings};
+    let Some(api_url) = env.text("API_URL") else {
+        return Ok(None);
+    };
+    let url = |name: &'static str, text: &str| {
+        reqwest::Url::parse(text).map_err(|error| invalid(name, format!("is not a URL: {error}")))
+    };
+    let required = |name: &'static str| {
+        env.text(name)
+            .ok_or_else(|| invalid(name, "is required when API_URL is set".into()))
+    };
+    let retry = RetrySettings {
+        attempt_timeout: env.millis("UPSTREAM_TIMEOUT_MS", 2_000)?,
+        deadline: env.millis("UPSTREAM_DEADLINE_MS", 10_000)?,
+        ..RetrySettings::default()
+    };
+    let namespace = env
+        .text("CACHE_NAMESPACE")
+        .unwrap_or_else(|| "product-api".into());
+    let mut token = TokenSettings::new(
+        url("OAUTH_TOKEN_URL", &required("OAUTH_TOKEN_URL")?)?,
+        required("OAUTH_CLIENT_ID")?,
+        Secret::new(required("OAUTH_CLIENT_SECRET")?),
+        namespace,
+    );
+    token.scope = env.text("OAUTH_SCOPE");
+    token.client_auth = match env.text("OAUTH_CLIENT_AUTH") {
+        None => ClientAuth::Basic,
+        Some(text) => text
+            .parse()
+            .map_err(|reason: String| invalid("OAUTH_CLIENT_AUTH", reason))?,
+    };
+    token.retry = retry.clone();
+    let mut catalogue = CatalogueSettings::new(url("API_URL", &api_url)?);
+    catalogue.retry = retry;
+    let interval: u64 = env.parse("SYNC_INTERVAL_SECONDS", 0)?;
+    let sync_page_size: u64 = env.parse("SYNC_PAGE_SIZE", 100)?;
+    if sync_page_size == 0 {
+        return Err(invalid("SYNC_PAGE_SIZE", "must be at least 1".into()));
+    }
+    Ok(Some(UpstreamConfig {
+        token,
+        catalogue,
+        sync_interval: (interval > 0).then(|| Duration::from_secs(interval)),
+        sync_page_size,
+    }))
 }
 
 /// `DATABASE_URL`, or one built from the seed's `DB_*` variables.
@@ -249,7 +313,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_setting() {
-        let cases: [(&[(&str, &str)], &str); 6] = [
+        let cases: [(&[(&str, &str)], &str); 7] = [
             (&[], "DATABASE_URL"),
             (
                 &[("DATABASE_URL", "mysql://x/y"), ("PORT", "eighty")],
@@ -273,6 +337,13 @@ mod tests {
                     ("WEBHOOK_SECRET", "whsec_!!"),
                 ],
                 "WEBHOOK_SECRET",
+            ),
+            (
+                &[
+                    ("DATABASE_URL", "mysql://x/y"),
+                    ("API_URL", "http://127.0.0.1/p"),
+                ],
+                "OAUTH_TOKEN_URL",
             ),
         ];
         for (pairs, name) in cases {

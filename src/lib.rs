@@ -30,4 +30,5 @@ pub mod domain;
 pub mod error;
 // Outbound: OAuth2 token and external catalogue client; never on the listing path.
 pub mod seed;
+pub mod sync;
 pub mod upstream;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use product_api::{app::App, config::Config, seed, server, shutdown, store, telemetry};
+use product_api::{app::App, config::Config, seed, server, shutdown, store, sync, telemetry};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -27,6 +27,8 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
     },
+    /// Sync the external catalogue (`API_URL`) once, unless another instance is syncing.
+    Sync,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,12 +53,85 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => serve(config).await,
+        Command::Sync => {
+            migrate(&config).await?;
+            let upstream = config
+                .upstream
+                .as_ref()
+                .context("API_URL: is not set; it names the external catalogue to sync")?;
+            let store = open_store(&config)?;
+            let cache = product_api::cache::ResponseCache::new(
+                product_api::cache::l1::L1::new(0, config.l1_ttl),
+                product_api::cache::l2::L2::new(config.redis_url.expose(), config.l2.clone())
+                    .context("REDIS_URL")?,
+                config.lock_wait,
+            );
+            let client = catalogue_client(&config, upstream)?;
+            let report = sync::run_once(&store, &client, &cache, &sync_settings(upstream))
+                .await
+                .context("sync")?;
+            tracing::info!(?report, "sync finished");
+            store.disconnect().await;
+            Ok(())
+        }
     }
+}
+
+fn catalogue_client(
+    config: &Config,
+    upstream: &product_api::config::UpstreamConfig,
+) -> anyhow::Result<product_api::upstream::CatalogueClient> {
+    let tokens = product_api::upstream::TokenProvider::new(
+        upstream.token.clone(),
+        config.redis_url.expose(),
+    )
+    .context("OAUTH_TOKEN_URL / REDIS_URL")?;
+    product_api::upstream::CatalogueClient::new(upstream.catalogue.clone(), tokens)
+        .context("API_URL")
+}
+
+fn sync_settings(upstream: &product_api::config::UpstreamConfig) -> sync::SyncSettings {
+    sync::SyncSettings {
+        holder: format!("pid{}-{:08x}", std::process::id(), rand::random::<u32>()),
+        page_size: upstream.sync_page_size,
+        lease_ttl: std::time::Duration::from_secs(60),
+    }
+}
+
+/// Syncs every `interval` for as long as the app lives.
+fn spawn_background_sync(
+    config: &Config,
+    app: &Arc<App>,
+    upstream: &product_api::config::UpstreamConfig,
+    interval: std::time::Duration,
+) -> anyhow::Result<()> {
+    let client = catalogue_client(config, upstream)?;
+    // Fetches the token at start and keeps it fresh, so sync runs never wait for one; it stops
+    // when the client (and so the provider) is dropped.
+    client.tokens().spawn_refresher(std::future::pending());
+    let settings = sync_settings(upstream);
+    let app = Arc::downgrade(app);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        loop {
+            ticks.tick().await;
+            let Some(app) = app.upgrade() else { return };
+            if let Err(error) = sync::run_once(app.store(), &client, app.cache(), &settings).await {
+                tracing::warn!(%error, "background sync failed; the next run resumes it");
+            }
+        }
+    });
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     migrate(&config).await?;
     let app = Arc::new(App::build(&config).await?);
+    if let Some(upstream) = &config.upstream {
+        if let Some(interval) = upstream.sync_interval {
+            spawn_background_sync(&config, &app, upstream, interval)?;
+        }
+    }
     let address = std::net::SocketAddr::new(config.host, config.port);
     let listener = tokio::net::TcpListener::bind(address)
         .await

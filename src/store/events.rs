@@ -141,9 +141,21 @@ async fn upsert_product(
 ) -> Result<(), StoreError> {
     let price = product.price.to_decimal_string();
     let updated: u64 = {
+        // `updated_at` first: MySQL and MariaDB evaluate SET left to right, so the comparison sees
+        // the old values, and an event that changes nothing leaves the row as it was.
         tx.exec_drop(
-            "UPDATE products SET name = ?, description = ?, price = CAST(? AS DECIMAL(12,2)), category = ?, updated_at = UTC_TIMESTAMP(6) WHERE external_id = ?",
-            (&product.name, &product.description, &price, &product.category, &product.external_id),
+            "UPDATE products SET updated_at = IF(name <> ? OR description <> ? OR price <> CAST(? AS DECIMAL(12,2)) OR category <> ?, UTC_TIMESTAMP(6), updated_at), name = ?, description = ?, price = CAST(? AS DECIMAL(12,2)), category = ? WHERE external_id = ?",
+            (
+                &product.name,
+                &product.description,
+                &price,
+                &product.category,
+                &product.name,
+                &product.description,
+                &price,
+                &product.category,
+                &product.external_id,
+            ),
         )
         .await?;
         tx.affected_rows()

@@ -7,6 +7,7 @@ pub mod events;
 pub mod migrate;
 pub mod seed;
 pub mod sql;
+pub mod sync;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

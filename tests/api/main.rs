@@ -8,5 +8,6 @@ mod listing;
 mod proxy;
 mod resilience;
 mod standin;
+mod sync;
 mod upstream;
 mod webhooks;
