@@ -1,5 +1,6 @@
 -- Webhook event ids: the durable exactly-once record, written in the same transaction as the
--- product change it caused. Kept at least 72 hours (senders retry for days); purged after 7 days.
+-- product change it caused. Kept at least 72 hours (senders retry for days);
+-- nothing purges them yet.
 CREATE TABLE IF NOT EXISTS webhook_events (
     event_id VARCHAR(255) NOT NULL,
     event_type VARCHAR(32) NOT NULL,
