@@ -169,13 +169,6 @@ impl CatalogueSource for CatalogueClient {
         let products = page
             .products
             .into_iter()
-            .map(|product| ExternalProduct {
-                external_id: product.external_id,
-                name: product.name,
-                description: product.description,
-                price: product.price,
-                category: product.category,
-            })
             .filter(|product| match product.validate() {
                 Ok(()) => true,
                 Err(error) => {

@@ -8,7 +8,7 @@
 use mysql_async::prelude::Queryable;
 use mysql_async::{Transaction, TxOpts, Value};
 
-use super::sql::datetime_value;
+use super::sql::{datetime_value, timestamp_of};
 use super::{Store, StoreError};
 use crate::domain::event::{ExternalProduct, ProductChange, ProductEvent};
 
@@ -99,20 +99,7 @@ pub(super) async fn apply_change(
             (external_id,),
         )
         .await?;
-    let last = last.and_then(|value| match value {
-        Value::Date(year, month, day, hour, minute, second, micros) => Some(
-            crate::domain::Timestamp::from_civil(crate::domain::timestamp::Civil {
-                year: i32::from(year),
-                month,
-                day,
-                hour,
-                minute,
-                second,
-                micros,
-            }),
-        ),
-        _ => None,
-    });
+    let last = last.as_ref().and_then(timestamp_of);
     if last.is_some_and(|last| last >= event.happened_at) {
         return Ok(Applied::Stale);
     }

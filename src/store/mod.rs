@@ -206,18 +206,5 @@ fn decode_price(value: Value) -> Result<Price, StoreError> {
 }
 
 fn decode_timestamp(column: &'static str, value: Value) -> Result<Timestamp, StoreError> {
-    match value {
-        Value::Date(year, month, day, hour, minute, second, micros) => {
-            Ok(Timestamp::from_civil(crate::domain::timestamp::Civil {
-                year: i32::from(year),
-                month,
-                day,
-                hour,
-                minute,
-                second,
-                micros,
-            }))
-        }
-        value => Err(StoreError::Decode { column, value }),
-    }
+    sql::timestamp_of(&value).ok_or(StoreError::Decode { column, value })
 }

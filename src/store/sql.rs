@@ -167,6 +167,25 @@ fn parameters(query: &ListingQuery) -> Vec<Value> {
     params
 }
 
+/// A MySQL `DATETIME` value (binary protocol) as a timestamp; `None` for any other value.
+#[must_use]
+pub fn timestamp_of(value: &Value) -> Option<Timestamp> {
+    match *value {
+        Value::Date(year, month, day, hour, minute, second, micros) => {
+            Some(Timestamp::from_civil(crate::domain::timestamp::Civil {
+                year: i32::from(year),
+                month,
+                day,
+                hour,
+                minute,
+                second,
+                micros,
+            }))
+        }
+        _ => None,
+    }
+}
+
 /// A timestamp as a MySQL `DATETIME` parameter.
 #[must_use]
 pub fn datetime_value(timestamp: Timestamp) -> Value {

@@ -153,23 +153,11 @@ impl Store {
         // The binary protocol (exec) returns a DATETIME as a date value, the text one as bytes.
         let now: Option<mysql_async::Value> =
             conn.exec_first("SELECT UTC_TIMESTAMP(6)", ()).await?;
-        match now {
-            Some(mysql_async::Value::Date(year, month, day, hour, minute, second, micros)) => {
-                Ok(Timestamp::from_civil(crate::domain::timestamp::Civil {
-                    year: i32::from(year),
-                    month,
-                    day,
-                    hour,
-                    minute,
-                    second,
-                    micros,
-                }))
-            }
-            other => Err(StoreError::Decode {
-                column: "UTC_TIMESTAMP(6)",
-                value: other.unwrap_or(mysql_async::Value::NULL),
-            }),
-        }
+        let now = now.unwrap_or(mysql_async::Value::NULL);
+        super::sql::timestamp_of(&now).ok_or(StoreError::Decode {
+            column: "UTC_TIMESTAMP(6)",
+            value: now,
+        })
     }
 }
 

@@ -25,17 +25,9 @@ use super::transport::{self, Failure};
 use super::{BuildError, CatalogueSettings, UpstreamError};
 use crate::domain::Price;
 
-/// A product of the external catalogue, in this service's terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CatalogueProduct {
-    /// The upstream id, as text (DummyJSON's are integers; other catalogues use strings).
-    pub external_id: String,
-    /// DummyJSON's `title`.
-    pub name: String,
-    pub description: String,
-    pub price: Price,
-    pub category: String,
-}
+/// A product of the external catalogue, in this service's terms: the same shape webhooks
+/// deliver, so the sync and webhooks share one write path.
+pub use crate::domain::event::ExternalProduct as CatalogueProduct;
 
 /// A product of the page that could not be mapped.
 #[derive(Debug, Clone, PartialEq, Eq)]
