@@ -1,6 +1,7 @@
 //! The application: every pool, cache and key, built once; and the function that answers a
 //! request, callable by tests without a socket.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -25,6 +26,10 @@ pub struct App {
     webhook_secret: Option<WebhookSecret>,
     /// `Cache-Control` of listing responses, matching the L2 TTL.
     cache_control: HeaderValue,
+    /// Set when shutdown begins: `/ready` answers 503 while requests are still served.
+    draining: AtomicBool,
+    /// Handler panics caught by the server (each answered 500).
+    panics: AtomicU64,
 }
 
 impl App {
@@ -57,6 +62,8 @@ impl App {
             cursor_key: CursorKey::new(cursor_secret.expose().as_bytes()),
             webhook_secret: config.webhook_secret.clone(),
             cache_control,
+            draining: AtomicBool::new(false),
+            panics: AtomicU64::new(0),
         })
     }
 
@@ -90,6 +97,26 @@ impl App {
     #[must_use]
     pub fn cache(&self) -> &ResponseCache {
         &self.cache
+    }
+
+    /// Shutdown has begun: report not ready, keep serving.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    #[must_use]
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn record_panic(&self) {
+        self.panics.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Handler panics caught so far.
+    #[must_use]
+    pub fn panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
     }
 
     #[must_use]

@@ -72,6 +72,11 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// After a shutdown signal, `/ready` answers 503 while the server keeps serving this long,
+    /// so load balancers stop sending before connections are refused.
+    pub drain_delay: Duration,
+    /// The largest request head (request line and headers); larger ones get 431.
+    pub max_header_bytes: usize,
 }
 
 /// A setting that is missing or malformed.
@@ -146,6 +151,8 @@ impl Config {
                 max_connections: env.parse("MAX_CONNECTIONS", 10_000)?,
                 header_read_timeout: env.millis("HEADER_READ_TIMEOUT_MS", 5_000)?,
                 shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", 10_000)?,
+                drain_delay: env.millis("DRAIN_DELAY_MS", 1_000)?,
+                max_header_bytes: env.parse("MAX_HEADER_BYTES", 16 * 1024)?,
             },
             upstream: upstream(&env)?,
         })

@@ -159,6 +159,19 @@ fn event_problem(error: &EventError) -> HttpResponse {
     .response()
 }
 
+/// A 500 problem: a bug of ours, never a client's or a dependency's fault. Says nothing more.
+#[must_use]
+pub fn internal() -> HttpResponse {
+    Problem {
+        kind: "internal",
+        title: "Internal error",
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        detail: "the request failed because of an internal error",
+        at_fault: None,
+    }
+    .response()
+}
+
 /// A 503 problem with `Retry-After`.
 #[must_use]
 pub fn unavailable(detail: &str) -> HttpResponse {

@@ -137,7 +137,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("HOST/PORT: cannot listen on {address}"))?;
     tracing::info!(%address, "serving");
-    server::run(listener, app.clone(), &config.server, shutdown::signal()).await;
+    let drain_delay = config.server.drain_delay;
+    let draining_app = app.clone();
+    let shutdown = async move {
+        shutdown::signal().await;
+        draining_app.begin_drain();
+        tracing::info!(?drain_delay, "draining: /ready answers 503, still serving");
+        tokio::time::sleep(drain_delay).await;
+    };
+    server::run(listener, app.clone(), &config.server, shutdown).await;
     if let Ok(app) = Arc::try_unwrap(app) {
         app.close().await;
     }

@@ -12,8 +12,18 @@ pub fn health() -> HttpResponse {
 }
 
 /// 200 when MySQL answers within the deadline, else 503; Redis's state is reported either way
-/// because the service works without it.
+/// because the service works without it. 503 from the moment shutdown begins.
 pub async fn ready(app: &App) -> HttpResponse {
+    if app.is_draining() {
+        let mut response = response::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &b"{\"status\":\"draining\"}"[..],
+        );
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, RETRY_AFTER_SECONDS);
+        return response;
+    }
     let (mysql, redis) = tokio::join!(app.store().ping(), app.cache().l2_is_up());
     let state = |up: bool| if up { "up" } else { "down" };
     let body = format!(

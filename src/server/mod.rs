@@ -15,8 +15,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use futures_util::FutureExt as _;
+
 use crate::app::App;
 use crate::config::ServerSettings;
+use crate::response::HttpResponse;
 
 /// The longest pause after repeated accept errors (e.g. out of file descriptors).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -35,6 +38,7 @@ pub async fn run(
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
+        .max_header_size(settings.max_header_bytes)
         .keep_alive(true);
     let mut accept_backoff = Duration::from_millis(5);
     tokio::pin!(shutdown);
@@ -63,7 +67,10 @@ pub async fn run(
         let app = app.clone();
         let service = service_fn(move |request: hyper::Request<Incoming>| {
             let app = app.clone();
-            async move { Ok::<_, std::convert::Infallible>(app.handle(request).await) }
+            async move {
+                let response = guard_panics(&app, app.handle(request)).await;
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
@@ -78,6 +85,24 @@ pub async fn run(
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(settings.shutdown_grace) => {
             tracing::warn!(grace = ?settings.shutdown_grace, "grace period over; closing remaining connections");
+        }
+    }
+}
+
+/// Runs a handler so that a panic in one request answers that request with a 500 problem and is
+/// counted, instead of tearing down the connection (or, with `panic = "abort"`, the process).
+pub async fn guard_panics(app: &App, handler: impl Future<Output = HttpResponse>) -> HttpResponse {
+    match std::panic::AssertUnwindSafe(handler).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            app.record_panic();
+            tracing::error!(%message, "a request handler panicked; answered 500");
+            crate::error::internal()
         }
     }
 }

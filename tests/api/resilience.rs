@@ -118,6 +118,7 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
         .env("CACHE_NAMESPACE", &options.namespace)
         .env("PORT", port.to_string())
         .env("DB_QUERY_TIMEOUT_MS", "1500")
+        .env("DRAIN_DELAY_MS", "2000")
         .env("DB_POOL_MIN", "1")
         .spawn()
         .unwrap();
@@ -169,5 +170,43 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
         "no longer accepting"
     );
     mysql.set(Mode::Up);
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_500_and_is_counted() {
+    let database = TestDatabase::create().await;
+    let app = spawn_app(&Options::new(&database)).await;
+    let response =
+        product_api::server::guard_panics(&app.app, async { panic!("a bug in a handler") }).await;
+    assert_eq!(response.status(), 500);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert_eq!(app.app.panics(), 1);
+    assert_eq!(
+        app.get("/health").await.status,
+        200,
+        "the server is still up"
+    );
+    app.stop().await;
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn oversized_request_headers_get_431() {
+    let database = TestDatabase::create().await;
+    let app = spawn_app(&Options::new(&database)).await;
+    let response = app
+        .client
+        .get(app.url("/products/v1"))
+        .header("x-padding", "x".repeat(20 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
+    assert_eq!(app.get("/health").await.status, 200);
+    app.stop().await;
     database.drop_database().await;
 }
