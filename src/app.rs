@@ -50,6 +50,7 @@ impl App {
         let cache_control =
             HeaderValue::try_from(format!("public, max-age={}", config.l2.ttl.as_secs()))
                 .expect("digits are a valid header value");
+        crate::meter::install();
         let cache = Arc::new(ResponseCache::new(l1, l2, config.lock_wait));
         cache.sync_generation().await;
         cache.spawn_invalidation_listener();
@@ -79,6 +80,7 @@ impl App {
             }
             Route::Health => Ok(endpoints::health::health()),
             Route::Ready => Ok(endpoints::health::ready(self).await),
+            Route::Metrics => Ok(endpoints::health::metrics()),
             Route::Webhook => {
                 let (parts, body) = request.into_parts();
                 endpoints::webhook::receive(self, &parts.headers, body).await
@@ -110,6 +112,7 @@ impl App {
     }
 
     pub fn record_panic(&self) {
+        crate::meter::panic_caught();
         self.panics.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -6,6 +6,7 @@
 // Set-up: configuration, the application object, logging and the shutdown signal.
 pub mod app;
 pub mod config;
+pub mod meter;
 pub mod shutdown;
 pub mod telemetry;
 

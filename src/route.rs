@@ -11,6 +11,7 @@ pub enum Route {
     Health,
     Ready,
     Webhook,
+    Metrics,
     /// The path exists but not for this method; carries the `Allow` header value.
     MethodNotAllowed(&'static str),
     NotFound,
@@ -25,6 +26,7 @@ pub fn route(method: &Method, path: &str) -> Route {
         "/products/v1" => Route::ListProducts,
         "/health" => Route::Health,
         "/ready" => Route::Ready,
+        "/metrics" => Route::Metrics,
         "/webhook" if method == Method::POST => return Route::Webhook,
         "/webhook" => return Route::MethodNotAllowed("POST"),
         _ => return Route::NotFound,
@@ -47,6 +49,7 @@ mod tests {
             (Method::HEAD, "/products/v1", Route::ListProducts),
             (Method::GET, "/health", Route::Health),
             (Method::GET, "/ready", Route::Ready),
+            (Method::GET, "/metrics", Route::Metrics),
             (Method::POST, "/webhook", Route::Webhook),
             (Method::GET, "/webhook", Route::MethodNotAllowed("POST")),
             (

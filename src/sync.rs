@@ -97,6 +97,7 @@ pub async fn run_once(
         .await?
     else {
         tracing::info!("sync: another instance holds the lease; skipping this run");
+        crate::meter::sync_run("skipped");
         return Ok(SyncReport::Skipped);
     };
     let started_at = store.database_now().await?;
@@ -125,6 +126,7 @@ pub async fn run_once(
             changed += batch.changed as u64;
             skip = next_skip;
             tracing::info!(synced = skip, total = page.total, changed, "sync: progress");
+            crate::meter::sync_progress(skip, page.total);
             if skip >= page.total {
                 return Ok(());
             }
@@ -138,6 +140,7 @@ pub async fn run_once(
         Ok(()) => {
             store.finish_sync(&lease).await?;
             tracing::info!(read = skip - resumed_from, changed, "sync: done");
+            crate::meter::sync_run("completed");
             Ok(SyncReport::Completed {
                 resumed_from,
                 read: skip - resumed_from,
@@ -152,6 +155,7 @@ pub async fn run_once(
                 }
             }
             tracing::warn!(%error, synced = skip, "sync: run stopped");
+            crate::meter::sync_run("failed");
             Err(error)
         }
     }

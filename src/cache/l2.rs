@@ -160,6 +160,7 @@ impl L2 {
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         if self.breaker.is_open() {
+            crate::meter::redis_fallback();
             return None;
         }
         let outcome =
@@ -303,6 +304,7 @@ impl Breaker {
     }
 
     fn record_failure(&self) {
+        crate::meter::redis_error();
         self.total_failures.fetch_add(1, Ordering::Relaxed);
         let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= BREAKER_THRESHOLD {

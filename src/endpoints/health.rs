@@ -1,4 +1,5 @@
-//! `GET /health` (the process runs) and `GET /ready` (MySQL answers; Redis reported).
+//! `GET /health` (the process runs), `GET /ready` (MySQL answers; Redis reported) and
+//! `GET /metrics` (Prometheus).
 
 use http::header::RETRY_AFTER;
 use http::StatusCode;
@@ -45,4 +46,15 @@ pub async fn ready(app: &App) -> HttpResponse {
         return response;
     }
     response::json(StatusCode::OK, body)
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+#[must_use]
+pub fn metrics() -> HttpResponse {
+    let mut response = response::json(StatusCode::OK, crate::meter::render());
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }

@@ -25,6 +25,7 @@ pub async fn list(app: &App, uri: &Uri, headers: &HeaderMap) -> Result<HttpRespo
         .get_or_load(&key, || build_page(app, &listing))
         .await
         .map_err(ApiError::Database)?;
+    crate::meter::cache_result(status);
     Ok(respond(&page, status, headers, app.cache_control()))
 }
 

@@ -34,6 +34,7 @@ where
     let mut body = body.to_vec();
     let event = parse_event(&mut body)?;
     if app.cache().l2().webhook_seen(&event_id).await {
+        crate::meter::webhook("duplicate");
         return Ok(status("duplicate"));
     }
     let applied = match app.store().apply_event(&event_id, &event).await {
@@ -50,10 +51,12 @@ where
         .l2()
         .remember_webhook(&event_id, FAST_PATH_TTL)
         .await;
-    Ok(status(match applied {
+    let outcome = match applied {
         Applied::Changed | Applied::Stale => "processed",
         Applied::Duplicate => "duplicate",
-    }))
+    };
+    crate::meter::webhook(outcome);
+    Ok(status(outcome))
 }
 
 async fn read_body<B>(body: B) -> Result<Bytes, ApiError>

@@ -68,7 +68,11 @@ pub async fn run(
         let service = service_fn(move |request: hyper::Request<Incoming>| {
             let app = app.clone();
             async move {
+                let started = std::time::Instant::now();
+                let method = request.method().clone();
+                let route = crate::route::route(&method, request.uri().path());
                 let response = guard_panics(&app, app.handle(request)).await;
+                crate::meter::request(&method, route, response.status(), started.elapsed());
                 Ok::<_, std::convert::Infallible>(response)
             }
         });

@@ -134,3 +134,28 @@ async fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
     app.stop().await;
     database.drop_database().await;
 }
+
+#[tokio::test]
+async fn metrics_expose_requests_by_route_template_and_cache_results() {
+    let database = TestDatabase::seeded(20).await;
+    let app = spawn_app(&Options::new(&database)).await;
+    assert_eq!(app.get("/products/v1?take=2").await.status, 200);
+    assert_eq!(app.get("/no/such/path/12345").await.status, 404);
+    let reply = app.get("/metrics").await;
+    assert_eq!(reply.status, 200);
+    assert!(reply
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = String::from_utf8(reply.body).unwrap();
+    for expected in [
+        "http_server_request_duration_seconds_bucket{http_request_method=\"GET\",http_route=\"/products/v1\",http_response_status_code=\"200\",le=\"0.005\"}",
+        "http_route=\"_other\",http_response_status_code=\"404\"",
+        "cache_results_total{level=\"miss\"}",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in:\n{text}");
+    }
+    assert!(!text.contains("12345"), "raw paths never become labels");
+    app.stop().await;
+    database.drop_database().await;
+}

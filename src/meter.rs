@@ -1,0 +1,146 @@
+//! Metrics: the Prometheus recorder, the metric names, and `/metrics` rendering.
+//!
+//! One process-wide recorder (`metrics` + `metrics-exporter-prometheus`); recording is a few
+//! atomic operations on a handle the crate caches per label set, so the hot path pays no lock
+//! and no I/O. Upkeep runs on a timer so histograms do not grow without a scrape.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use metrics::{counter, gauge, histogram, SharedString};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::cache::CacheStatus;
+use crate::route::Route;
+
+/// OpenTelemetry's advice for `http.server.request.duration`, in seconds.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the recorder once per process (later calls, e.g. from tests, reuse it) and starts
+/// its upkeep on the current runtime.
+pub fn install() {
+    let mut first = false;
+    HANDLE.get_or_init(|| {
+        first = true;
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("http_server_request_duration_seconds".into()),
+                &DURATION_BUCKETS,
+            )
+            .expect("static, non-empty buckets")
+            .install_recorder()
+            .expect("the only recorder of this process")
+    });
+    if first {
+        tokio::spawn(async {
+            let mut ticks = tokio::time::interval(UPKEEP_EVERY);
+            loop {
+                ticks.tick().await;
+                if let Some(handle) = HANDLE.get() {
+                    handle.run_upkeep();
+                }
+            }
+        });
+    }
+}
+
+/// The Prometheus text exposition of every metric.
+#[must_use]
+pub fn render() -> String {
+    HANDLE
+        .get()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
+}
+
+/// One answered request: duration by method, route template and status.
+pub fn request(method: &Method, route: Route, status: StatusCode, elapsed: Duration) {
+    histogram!(
+        "http_server_request_duration_seconds",
+        "http_request_method" => method_label(method),
+        "http_route" => route_label(route),
+        "http_response_status_code" => status_label(status),
+    )
+    .record(elapsed.as_secs_f64());
+}
+
+/// Which level answered a listing.
+pub fn cache_result(status: CacheStatus) {
+    let level = match status {
+        CacheStatus::HitL1 => "l1",
+        CacheStatus::HitL2 => "l2",
+        CacheStatus::Miss => "miss",
+    };
+    counter!("cache_results_total", "level" => level).increment(1);
+}
+
+/// A Redis call failed or timed out (and was treated as a miss).
+pub fn redis_error() {
+    counter!("redis_errors_total").increment(1);
+}
+
+/// A Redis call was skipped because its breaker is open (the fallback was used at once).
+pub fn redis_fallback() {
+    counter!("redis_fallbacks_total").increment(1);
+}
+
+/// A webhook delivery's outcome (`processed`, `duplicate`, `rejected`, …).
+pub fn webhook(outcome: &'static str) {
+    counter!("webhook_events_total", "result" => outcome).increment(1);
+}
+
+/// A handler panicked (answered 500).
+pub fn panic_caught() {
+    counter!("http_server_panics_total").increment(1);
+}
+
+/// How far the running catalogue sync is.
+// Product counts stay far below 2^52, where f64 is exact.
+#[allow(clippy::cast_precision_loss)]
+pub fn sync_progress(synced: u64, total: u64) {
+    gauge!("sync_products_synced").set(synced as f64);
+    gauge!("sync_products_total").set(total as f64);
+}
+
+/// A sync run ended (`completed`, `skipped`, `failed`).
+pub fn sync_run(outcome: &'static str) {
+    counter!("sync_runs_total", "result" => outcome).increment(1);
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        _ => "_OTHER",
+    }
+}
+
+/// Templates, never raw paths: unknown paths share one label so clients cannot grow the series.
+fn route_label(route: Route) -> &'static str {
+    match route {
+        Route::ListProducts => "/products/v1",
+        Route::Health => "/health",
+        Route::Ready => "/ready",
+        Route::Webhook => "/webhook",
+        Route::Metrics => "/metrics",
+        Route::MethodNotAllowed(_) | Route::NotFound => "_other",
+    }
+}
+
+fn status_label(status: StatusCode) -> SharedString {
+    match status.as_u16() {
+        200 => SharedString::const_str("200"),
+        304 => SharedString::const_str("304"),
+        400 => SharedString::const_str("400"),
+        404 => SharedString::const_str("404"),
+        503 => SharedString::const_str("503"),
+        other => SharedString::from(other.to_string()),
+    }
+}
