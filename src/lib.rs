@@ -29,6 +29,8 @@ pub mod response;
 // Beside the path: the vocabulary, the error map, and the seed data.
 pub mod domain;
 pub mod error;
+// Owner-token Redis locks, shared by the cache fill lock and the OAuth2 refresh lock.
+pub mod redis_lock;
 // Outbound: OAuth2 token and external catalogue client; never on the listing path.
 pub mod seed;
 pub mod sync;

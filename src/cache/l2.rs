@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
 
 use super::{key::CacheKey, CachedPage};
+use crate::redis_lock::{self, Lock};
 
 /// Settings of the Redis side.
 #[derive(Debug, Clone)]
@@ -40,25 +41,6 @@ pub struct L2 {
     settings: L2Settings,
     breaker: Breaker,
 }
-
-/// Outcome of trying to take the fill lock of a key.
-#[derive(Debug)]
-pub enum FillLock {
-    /// We hold it and must release it with this token.
-    Held(String),
-    /// Another instance is filling the key.
-    Busy,
-    /// Redis did not answer; fill without coordination.
-    Unavailable,
-}
-
-/// Releases a lock only if it still holds the caller's token: a holder that outlived its lock
-/// must never delete the next holder's lock.
-const UNLOCK_SCRIPT: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
-end
-return 0";
 
 impl L2 {
     /// Creates the client without connecting: a Redis that is down at start-up is not an error.
@@ -97,34 +79,19 @@ impl L2 {
         .await;
     }
 
-    pub async fn lock(&self, key: &CacheKey) -> FillLock {
-        let lock_key = self.lock_key(key);
-        let token = random_token();
-        let ttl_ms = self.settings.lock_ttl.as_millis() as u64;
-        let owner = token.clone();
-        let reply: Option<Option<String>> = self
-            .call(|mut c| async move {
-                redis::cmd("SET")
-                    .arg(lock_key)
-                    .arg(owner)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .query_async(&mut c)
-                    .await
-            })
+    /// Takes the fill lock of `key` (see `redis_lock`).
+    pub async fn lock(&self, key: &CacheKey) -> Lock {
+        let (command, owner) = redis_lock::acquire(&self.lock_key(key), self.settings.lock_ttl);
+        let reply = self
+            .call(|mut c| async move { command.query_async::<Option<String>>(&mut c).await })
             .await;
-        match reply {
-            Some(Some(_)) => FillLock::Held(token),
-            Some(None) => FillLock::Busy,
-            None => FillLock::Unavailable,
-        }
+        redis_lock::outcome(owner, reply)
     }
 
     pub async fn unlock(&self, key: &CacheKey, token: String) {
         let lock_key = self.lock_key(key);
         self.call(|mut c| async move {
-            unlock_script()
+            redis_lock::delete_if_equal()
                 .key(lock_key)
                 .arg(token)
                 .invoke_async::<i64>(&mut c)
@@ -271,16 +238,6 @@ impl L2 {
     fn lock_key(&self, key: &CacheKey) -> String {
         format!("{}:lock:{}", self.settings.namespace, key.as_str())
     }
-}
-
-fn unlock_script() -> &'static Script {
-    static SCRIPT: OnceLock<Script> = OnceLock::new();
-    SCRIPT.get_or_init(|| Script::new(UNLOCK_SCRIPT))
-}
-
-fn random_token() -> String {
-    let bytes: [u8; 16] = rand::random();
-    hex::encode(bytes)
 }
 
 /// Consecutive-failure breaker: cheap atomics, no lock on the hot path.

@@ -19,10 +19,11 @@ use futures_util::StreamExt as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderValue;
 
+use crate::redis_lock::Lock;
 use crate::store::StoreError;
 pub use key::{CacheKey, Generation};
 use l1::L1;
-use l2::{FillLock, L2};
+use l2::L2;
 
 /// A finished listing response, as cached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,7 +212,7 @@ impl ResponseCache {
             return Ok((page, CacheStatus::HitL2));
         }
         let lock = self.l2.lock(key).await;
-        if matches!(lock, FillLock::Busy) {
+        if matches!(lock, Lock::Busy) {
             if let Some(page) = self.wait_for_fill(key).await {
                 return Ok((page, CacheStatus::HitL2));
             }
@@ -220,7 +221,7 @@ impl ResponseCache {
         if let Ok(page) = &page {
             self.l2.set(key, page).await;
         }
-        if let FillLock::Held(token) = lock {
+        if let Lock::Held(token) = lock {
             self.l2.unlock(key, token).await;
         }
         Ok((page?, CacheStatus::Miss))

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use super::retry::{self, Stopped, Transient};
 use super::transport::{self, Failure};
 use super::{BuildError, ClientAuth, TokenSettings};
+use crate::redis_lock::{self, Lock};
 
 /// A bearer token. Compares by value; prints as `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]
@@ -172,14 +173,6 @@ const MAX_POLL_PAUSE: Duration = Duration::from_millis(100);
 const REFRESH_RETRY_BASE: Duration = Duration::from_secs(1);
 const REFRESH_RETRY_CEILING: Duration = Duration::from_secs(30);
 
-/// Deletes a key only if it still holds the caller's value: the refresh lock of its owner, or
-/// the token that was rejected (a newer one stays).
-const DELETE_IF_EQUAL: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
-end
-return 0";
-
 /// The token and its remaining life in milliseconds, in one round trip; nil without a token.
 const READ_TOKEN: &str = r"
 local token = redis.call('GET', KEYS[1])
@@ -187,16 +180,6 @@ if not token then
     return nil
 end
 return {token, redis.call('PTTL', KEYS[1])}";
-
-/// Outcome of trying to take the refresh lock.
-enum Lock {
-    /// We hold it and release it with this owner value.
-    Held(String),
-    /// Another instance is refreshing.
-    Busy,
-    /// Redis did not answer: refresh without coordination.
-    Unavailable,
-}
 
 impl TokenProvider {
     /// Creates the provider without fetching a token or connecting to Redis: neither being down
@@ -263,7 +246,7 @@ impl TokenProvider {
         let value = rejected.expose().to_owned();
         inner
             .redis_call(|mut connection| async move {
-                delete_if_equal()
+                redis_lock::delete_if_equal()
                     .key(key)
                     .arg(value)
                     .invoke_async::<i64>(&mut connection)
@@ -567,35 +550,22 @@ impl Inner {
     }
 
     async fn lock(&self) -> Lock {
-        let key = self.lock_key.clone();
-        let owner = hex::encode(rand::random::<[u8; 16]>());
-        let value = owner.clone();
         // Outlives the holder's longest fetch, so a live holder never loses it; a dead holder's
         // lock expires soon after.
-        let ttl_ms = (self.settings.retry.deadline + Duration::from_secs(1)).as_millis() as u64;
-        let reply: Option<Option<String>> = self
+        let ttl = self.settings.retry.deadline + Duration::from_secs(1);
+        let (command, owner) = redis_lock::acquire(&self.lock_key, ttl);
+        let reply = self
             .redis_call(|mut connection| async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .query_async(&mut connection)
-                    .await
+                command.query_async::<Option<String>>(&mut connection).await
             })
             .await;
-        match reply {
-            Some(Some(_)) => Lock::Held(owner),
-            Some(None) => Lock::Busy,
-            None => Lock::Unavailable,
-        }
+        redis_lock::outcome(owner, reply)
     }
 
     async fn unlock(&self, owner: String) {
         let key = self.lock_key.clone();
         self.redis_call(|mut connection| async move {
-            delete_if_equal()
+            redis_lock::delete_if_equal()
                 .key(key)
                 .arg(owner)
                 .invoke_async::<i64>(&mut connection)
@@ -738,11 +708,6 @@ fn form_encode(value: &str) -> String {
         }
     }
     out
-}
-
-fn delete_if_equal() -> &'static Script {
-    static SCRIPT: OnceLock<Script> = OnceLock::new();
-    SCRIPT.get_or_init(|| Script::new(DELETE_IF_EQUAL))
 }
 
 fn read_token() -> &'static Script {
