@@ -3,6 +3,8 @@
 //! `run` takes its listener and its shutdown future as arguments, so tests bind port 0 and stop
 //! it when they like. It never decides what a request means: that is [`App::handle`].
 
+pub mod request_id;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,7 +73,9 @@ pub async fn run(
                 let started = std::time::Instant::now();
                 let method = request.method().clone();
                 let route = crate::route::route(&method, request.uri().path());
-                let response = guard_panics(&app, app.handle(request)).await;
+                let request_id = request_id::RequestId::of(request.headers());
+                let response = guard_panics(&app, &request_id, app.handle(request)).await;
+                let response = request_id.stamp(response).await;
                 crate::meter::request(&method, route, response.status(), started.elapsed());
                 Ok::<_, std::convert::Infallible>(response)
             }
@@ -95,7 +99,11 @@ pub async fn run(
 
 /// Runs a handler so that a panic in one request answers that request with a 500 problem and is
 /// counted, instead of tearing down the connection (or, with `panic = "abort"`, the process).
-pub async fn guard_panics(app: &App, handler: impl Future<Output = HttpResponse>) -> HttpResponse {
+pub async fn guard_panics(
+    app: &App,
+    request_id: &request_id::RequestId,
+    handler: impl Future<Output = HttpResponse>,
+) -> HttpResponse {
     match std::panic::AssertUnwindSafe(handler).catch_unwind().await {
         Ok(response) => response,
         Err(panic) => {
@@ -105,7 +113,7 @@ pub async fn guard_panics(app: &App, handler: impl Future<Output = HttpResponse>
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             app.record_panic();
-            tracing::error!(%message, "a request handler panicked; answered 500");
+            tracing::error!(%message, request_id = request_id.as_str(), "a request handler panicked; answered 500");
             crate::error::internal()
         }
     }

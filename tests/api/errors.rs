@@ -159,3 +159,37 @@ async fn metrics_expose_requests_by_route_template_and_cache_results() {
     app.stop().await;
     database.drop_database().await;
 }
+
+#[tokio::test]
+async fn request_ids_are_echoed_in_headers_and_problem_bodies() {
+    let database = TestDatabase::create().await;
+    let app = spawn_app(&Options::new(&database)).await;
+    let reply = app
+        .get_with("/products/v1?take=0", &[("x-request-id", "client-id-42")])
+        .await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.header("x-request-id"), Some("client-id-42"));
+    assert_eq!(reply.json()["request_id"], "client-id-42");
+    assert_eq!(
+        reply.json()["parameter"],
+        "take",
+        "the problem is otherwise unchanged"
+    );
+    let traced = app
+        .get_with(
+            "/health",
+            &[(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )],
+        )
+        .await;
+    assert_eq!(
+        traced.header("x-request-id"),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    let generated = app.get("/health").await;
+    assert_eq!(generated.header("x-request-id").map(str::len), Some(32));
+    app.stop().await;
+    database.drop_database().await;
+}

@@ -1,0 +1,143 @@
+//! Request ids: taken from `X-Request-Id` or the W3C `traceparent` trace id, generated when
+//! absent, echoed in the response and in problem bodies.
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body_util::{BodyExt, Full};
+
+use crate::response::{json::write_string, HttpResponse, PROBLEM_JSON};
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// The longest client-supplied id kept; longer ones are replaced by a generated id.
+const MAX_LEN: usize = 128;
+
+/// The id of one request, as a header value (validated: visible ASCII of a safe set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    /// The client's `X-Request-Id` when it is sane, else the `traceparent` trace id, else new.
+    #[must_use]
+    pub fn of(headers: &HeaderMap) -> RequestId {
+        if let Some(id) = headers.get(X_REQUEST_ID).filter(|v| is_sane(v.as_bytes())) {
+            return RequestId(id.clone());
+        }
+        if let Some(trace_id) = headers
+            .get(TRACEPARENT)
+            .and_then(|v| trace_id(v.as_bytes()))
+        {
+            return RequestId(trace_id);
+        }
+        RequestId(
+            HeaderValue::from_str(&hex::encode(rand::random::<[u8; 16]>()))
+                .expect("hex is a valid header value"),
+        )
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().expect("validated ASCII")
+    }
+
+    /// Echoes the id in the response header and, for problem+json, in the body.
+    pub async fn stamp(&self, response: HttpResponse) -> HttpResponse {
+        let (mut parts, body) = response.into_parts();
+        parts.headers.insert(X_REQUEST_ID, self.0.clone());
+        if parts.headers.get(http::header::CONTENT_TYPE) != Some(&PROBLEM_JSON) {
+            return HttpResponse::from_parts(parts, body);
+        }
+        let bytes = body
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+            .unwrap_or_default();
+        let body = with_member(&bytes, self.as_str());
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        HttpResponse::from_parts(parts, Full::new(body))
+    }
+}
+
+/// `{…}` → `{…,"request_id":"…"}`.
+fn with_member(object: &[u8], request_id: &str) -> Bytes {
+    let Some(without_brace) = object.strip_suffix(b"}") else {
+        return Bytes::copy_from_slice(object);
+    };
+    let mut out = Vec::with_capacity(object.len() + request_id.len() + 16);
+    out.extend_from_slice(without_brace);
+    out.extend_from_slice(b",\"request_id\":");
+    write_string(request_id, &mut out);
+    out.push(b'}');
+    BytesMut::from(&out[..]).freeze()
+}
+
+fn is_sane(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_LEN
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// The trace id of `00-<32 hex>-<16 hex>-<2 hex>`; all-zero ids are invalid (W3C Trace Context).
+fn trace_id(traceparent: &[u8]) -> Option<HeaderValue> {
+    let text = std::str::from_utf8(traceparent).ok()?;
+    let mut parts = text.split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && hex(flags, 2);
+    valid.then(|| HeaderValue::from_str(&trace.to_ascii_lowercase()).ok())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id_of(pairs: &[(&str, &str)]) -> String {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        RequestId::of(&headers).as_str().to_owned()
+    }
+
+    #[test]
+    fn takes_the_client_id_then_the_trace_id_then_generates() {
+        let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(id_of(&[("x-request-id", "abc-123")]), "abc-123");
+        assert_eq!(
+            id_of(&[("traceparent", trace)]),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(
+            id_of(&[("x-request-id", "a b"), ("traceparent", trace)]),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        let zero = "00-00000000000000000000000000000000-00f067aa0ba902b7-01";
+        for generated in [
+            id_of(&[]),
+            id_of(&[("traceparent", zero)]),
+            id_of(&[("x-request-id", &"x".repeat(129))]),
+        ] {
+            assert_eq!(generated.len(), 32);
+            assert!(generated.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+    }
+
+    #[test]
+    fn adds_the_member_to_a_problem_object() {
+        assert_eq!(
+            &with_member(b"{\"status\":400}", "r1")[..],
+            b"{\"status\":400,\"request_id\":\"r1\"}"
+        );
+    }
+}
