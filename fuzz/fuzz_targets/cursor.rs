@@ -57,15 +57,15 @@ fn check_arbitrary_text(text: &str) {
 }
 
 fn sort_of(code: u8) -> Sort {
-    match Sort::from_code(code) {
-        Some(sort) => {
-            assert_eq!(sort.code(), code);
-            sort
-        }
-        None => {
-            assert!(usize::from(code) >= Sort::ALL.len(), "no sort for code {code}");
-            Sort::ALL[usize::from(code) % Sort::ALL.len()]
-        }
+    if let Some(sort) = Sort::from_code(code) {
+        assert_eq!(sort.code(), code);
+        sort
+    } else {
+        assert!(
+            usize::from(code) >= Sort::ALL.len(),
+            "no sort for code {code}"
+        );
+        Sort::ALL[usize::from(code) % Sort::ALL.len()]
     }
 }
 
@@ -84,7 +84,11 @@ fn check_round_trip(case: &RoundTrip) {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
         "{text:?} is not unpadded base64url"
     );
-    assert_eq!(key.decode(&text, sort, fingerprint), Ok(position), "{case:?}");
+    assert_eq!(
+        key.decode(&text, sort, fingerprint),
+        Ok(position),
+        "{case:?}"
+    );
 
     // One byte changed.
     let mut edited = text.clone().into_bytes();

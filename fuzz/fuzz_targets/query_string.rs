@@ -112,9 +112,16 @@ fn check_listing(query: &str) {
         return;
     };
     let q = &listing.query;
-    assert!((1..=MAX_TAKE).contains(&q.take), "{query:?}: take {}", q.take);
+    assert!(
+        (1..=MAX_TAKE).contains(&q.take),
+        "{query:?}: take {}",
+        q.take
+    );
     if let (Some(min), Some(max)) = (q.filters.min_price, q.filters.max_price) {
-        assert!(min <= max, "{query:?}: min_price {min:?} > max_price {max:?}");
+        assert!(
+            min <= max,
+            "{query:?}: min_price {min:?} > max_price {max:?}"
+        );
     }
     if let Some(category) = &q.filters.category {
         let chars = category.chars().count();

@@ -45,7 +45,11 @@ impl SearchTerms {
         if text.trim().is_empty() {
             return Ok(None);
         }
-        let raw_words: Vec<&str> = text
+        // Lowercase before splitting: lowercasing can itself produce separators (`İ` becomes `i`
+        // and a combining dot), and splitting first would make the canonical form re-parse
+        // differently (found by fuzzing).
+        let lowercase = text.to_lowercase();
+        let raw_words: Vec<&str> = lowercase
             .split(|c: char| !c.is_alphanumeric())
             .filter(|word| !word.is_empty())
             .collect();
@@ -54,12 +58,11 @@ impl SearchTerms {
         }
         let mut words: Vec<String> = Vec::with_capacity(raw_words.len());
         for word in raw_words {
-            let word = word.to_lowercase();
-            if word.chars().count() < MIN_WORD_CHARS || STOPWORDS.contains(&word.as_str()) {
+            if word.chars().count() < MIN_WORD_CHARS || STOPWORDS.contains(&word) {
                 continue;
             }
-            if !words.contains(&word) {
-                words.push(word);
+            if !words.iter().any(|known| known == word) {
+                words.push(word.to_owned());
             }
         }
         if words.is_empty() {
@@ -125,6 +128,16 @@ mod tests {
         for (text, expected) in cases {
             let expected = expected.map(|o| o.map(|v| v.into_iter().map(String::from).collect()));
             assert_eq!(words(text), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_canonical_form_parses_to_the_same_words() {
+        // Regression found by fuzzing: `İ` lowercases to `i` + U+0307.
+        for text in ["İstanbul", "ǅemal Straße", "ΣΟΦΙΑ lamp"] {
+            let terms = SearchTerms::parse(text).unwrap().unwrap();
+            let again = SearchTerms::parse(&terms.canonical()).unwrap().unwrap();
+            assert_eq!(terms, again, "{text}");
         }
     }
 

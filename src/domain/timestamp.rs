@@ -130,6 +130,9 @@ impl Timestamp {
                 }
                 let hours = i64::from((h1 - b'0') * 10 + (h2 - b'0'));
                 let minutes = i64::from((m1 - b'0') * 10 + (m2 - b'0'));
+                if hours > 23 || minutes > 59 {
+                    return None;
+                }
                 let magnitude = hours * 3600 + minutes * 60;
                 if *sign == b'-' {
                     -magnitude
@@ -231,6 +234,7 @@ mod tests {
             ("2025-02-30T03:04:05Z", None),
             ("2025-01-02T24:04:05Z", None),
             ("2025-01-02T03:04:05.Z", None),
+            ("2025-01-02T03:04:05+99:99", None),
             ("yesterday", None),
         ];
         for (text, expected) in cases {

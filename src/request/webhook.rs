@@ -113,7 +113,8 @@ impl WebhookSecret {
         let timestamp: i64 = header(headers, "webhook-timestamp")
             .and_then(|text| text.parse().ok())
             .ok_or(SignatureError::BadTimestamp)?;
-        if (now_seconds - timestamp).abs() > TIMESTAMP_TOLERANCE_SECONDS {
+        // `abs_diff`: a subtraction could overflow on a hostile timestamp (found by fuzzing).
+        if now_seconds.abs_diff(timestamp) > TIMESTAMP_TOLERANCE_SECONDS.unsigned_abs() {
             return Err(SignatureError::StaleTimestamp);
         }
         let signatures =
@@ -280,6 +281,18 @@ mod tests {
             HeaderValue::from_str(&signature).unwrap(),
         );
         assert_eq!(secret().verify(&legacy, body, now), Ok("evt_9".into()));
+    }
+
+    #[test]
+    fn extreme_timestamps_are_stale_not_a_panic() {
+        // Regression: fuzz/artifacts/webhook_body/crash-3db08dfff4a8016cd7ed6478e189aeeea1ab1bfd.
+        for timestamp in [i64::MIN, i64::MAX, 1_700_000_000 + i64::MIN] {
+            let headers = headers("evt_1", timestamp, "v1,");
+            assert_eq!(
+                secret().verify(&headers, b"{}", 1_700_000_000),
+                Err(SignatureError::StaleTimestamp)
+            );
+        }
     }
 
     #[test]
