@@ -114,12 +114,6 @@ impl L2 {
         )
     }
 
-    /// Redis calls that failed or timed out, for operators and tests.
-    #[must_use]
-    pub fn failures(&self) -> u64 {
-        self.breaker.total_failures.load(Ordering::Relaxed)
-    }
-
     /// Runs one Redis call under the deadline and the breaker; `None` on any failure.
     async fn call<T, F, Fut>(&self, command: F) -> Option<T>
     where
@@ -246,7 +240,6 @@ struct Breaker {
     consecutive_failures: AtomicU32,
     /// Milliseconds since `epoch()` until which Redis is skipped; 0 when closed.
     open_until_ms: AtomicU64,
-    total_failures: AtomicU64,
 }
 
 impl Breaker {
@@ -262,7 +255,6 @@ impl Breaker {
 
     fn record_failure(&self) {
         crate::meter::redis_error();
-        self.total_failures.fetch_add(1, Ordering::Relaxed);
         let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= BREAKER_THRESHOLD {
             let until = now_ms() + BREAKER_COOL_DOWN.as_millis() as u64;

@@ -285,38 +285,20 @@ async fn a_database_failure_mid_apply_records_nothing_and_the_retry_is_processed
         "tops",
     );
     let now = now_seconds();
-    let delivery = tokio::spawn({
-        let client = app.client.clone();
-        let url = app.url("/webhook");
-        let secret =
-            product_api::request::webhook::WebhookSecret::parse(crate::helpers::WEBHOOK_SECRET)
-                .unwrap();
-        let signature = secret.sign("evt-fail", now, &body);
-        let body = body.clone();
-        async move {
-            client
-                .post(url)
-                .header("webhook-id", "evt-fail")
-                .header("webhook-timestamp", now.to_string())
-                .header("webhook-signature", signature)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    });
     let waiting = "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
         WHERE INFO LIKE 'INSERT IGNORE INTO external_versions%' OR INFO LIKE 'SELECT last_change_at%'";
-    eventually(
-        Duration::from_secs(5),
-        "the delivery waits inside its transaction",
-        || async { count(&database, waiting).await == 1 },
-    )
-    .await;
-    mysql.set(Mode::Refuse);
-    let status = delivery.await.unwrap();
+    // Once the delivery waits inside its transaction, the database connection is cut.
+    let cut_mid_apply = async {
+        eventually(
+            Duration::from_secs(5),
+            "the delivery waits inside its transaction",
+            || async { count(&database, waiting).await == 1 },
+        )
+        .await;
+        mysql.set(Mode::Refuse);
+    };
+    let (reply, ()) = tokio::join!(app.deliver("evt-fail", now, &body), cut_mid_apply);
+    let status = reply.status;
     assert_eq!(status, 503, "the database failed mid-apply");
     holder.query_drop("COMMIT").await.unwrap();
     mysql.set(Mode::Up);
