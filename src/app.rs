@@ -5,24 +5,53 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use http::header::HeaderValue;
-use http::Request;
+use std::net::IpAddr;
+
+use http::header::{HeaderValue, IF_NONE_MATCH};
+use http::{Request, StatusCode};
 
 use crate::cache::{l1::L1, l2::L2, ResponseCache};
 use crate::config::Config;
 use crate::endpoints;
 use crate::error::ApiError;
+use crate::limit::policy::PolicyKind;
+use crate::limit::RateLimiter;
 use crate::request::cursor::CursorKey;
 use crate::request::webhook::WebhookSecret;
 use crate::response::HttpResponse;
 use crate::route::{route, Route};
 use crate::store::Store;
 
+/// The policy a route is charged to; probes and metrics are never limited, so an orchestrator
+/// or a scraper is never refused.
+fn policy_of(route: Route) -> Option<PolicyKind> {
+    match route {
+        Route::Health | Route::Ready | Route::Metrics => None,
+        Route::Webhook => Some(PolicyKind::Webhook),
+        Route::ListProducts | Route::MethodNotAllowed(_) | Route::NotFound => {
+            Some(PolicyKind::Listing)
+        }
+    }
+}
+
+/// The response with the limiter's headers; a refusal becomes the 429 problem.
+fn answer(verdict: &crate::limit::Verdict, response: HttpResponse) -> HttpResponse {
+    let mut response = match verdict.outcome {
+        crate::limit::Outcome::Allowed { .. } => response,
+        crate::limit::Outcome::Limited { retry_after } => {
+            ApiError::RateLimited(retry_after).into_response()
+        }
+    };
+    verdict.stamp(&mut response);
+    response
+}
+
 /// Everything a request needs, shared by all connections.
 pub struct App {
     store: Arc<Store>,
     cache: Arc<ResponseCache>,
     cursor_key: CursorKey,
+    limiter: Arc<RateLimiter>,
     webhook_secret: Option<WebhookSecret>,
     /// `Cache-Control` of listing responses, matching the L2 TTL.
     cache_control: HeaderValue,
@@ -54,6 +83,12 @@ impl App {
         let cache = Arc::new(ResponseCache::new(l1, l2, config.lock_wait));
         cache.sync_generation().await;
         cache.spawn_invalidation_listener();
+        let limiter = RateLimiter::new(
+            &config.rate_limit,
+            config.redis_url.expose(),
+            &config.l2.namespace,
+        )
+        .context("REDIS_URL")?;
         if config.webhook_secret.is_none() {
             tracing::warn!("WEBHOOK_SECRET is not set: POST /webhook answers 503 until it is");
         }
@@ -61,6 +96,7 @@ impl App {
             store: Arc::new(store),
             cache,
             cursor_key: CursorKey::new(cursor_secret.expose().as_bytes()),
+            limiter,
             webhook_secret: config.webhook_secret.clone(),
             cache_control,
             draining: AtomicBool::new(false),
@@ -68,13 +104,48 @@ impl App {
         })
     }
 
-    /// Answers one request; every error becomes its response here.
-    pub async fn handle<B>(&self, request: Request<B>) -> HttpResponse
+    /// Answers one request from `peer`; every error becomes its response here.
+    ///
+    /// The rate limit is charged before the work, except for conditional requests: a 304 costs
+    /// no quota, so those are answered first and charged only when the answer is not a 304
+    /// (a client that is being refused is refused without that work).
+    pub async fn handle<B>(&self, peer: IpAddr, request: Request<B>) -> HttpResponse
     where
         B: hyper::body::Body<Data = bytes::Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let outcome = match route(request.method(), request.uri().path()) {
+        let route = route(request.method(), request.uri().path());
+        let Some(kind) = policy_of(route) else {
+            return self.dispatch(route, request).await;
+        };
+        let client = self.limiter.clients().resolve(peer, request.headers());
+        let conditional = request.headers().contains_key(IF_NONE_MATCH);
+        if conditional && !self.limiter.is_blocked(kind, &client) {
+            let response = self.dispatch(route, request).await;
+            if response.status() == StatusCode::NOT_MODIFIED {
+                return response;
+            }
+            return match self.limiter.check(kind, &client).await {
+                None => response,
+                Some(verdict) => answer(&verdict, response),
+            };
+        }
+        match self.limiter.check(kind, &client).await {
+            None => self.dispatch(route, request).await,
+            Some(verdict) if verdict.is_allowed() => {
+                let response = self.dispatch(route, request).await;
+                answer(&verdict, response)
+            }
+            Some(verdict) => answer(&verdict, HttpResponse::default()),
+        }
+    }
+
+    async fn dispatch<B>(&self, route: Route, request: Request<B>) -> HttpResponse
+    where
+        B: hyper::body::Body<Data = bytes::Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let outcome = match route {
             Route::ListProducts => {
                 endpoints::products::list(self, request.uri(), request.headers()).await
             }
@@ -89,6 +160,11 @@ impl App {
             Route::NotFound => Err(ApiError::NotFound),
         };
         outcome.unwrap_or_else(ApiError::into_response)
+    }
+
+    #[must_use]
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
     }
 
     #[must_use]

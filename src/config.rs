@@ -51,6 +51,7 @@ pub struct Config {
     pub server: ServerSettings,
     /// The external catalogue and its sync; `None` when `API_URL` is not set.
     pub upstream: Option<UpstreamConfig>,
+    pub rate_limit: crate::limit::RateLimitSettings,
 }
 
 /// The outside world: the OAuth2 token, the catalogue, and how often to sync from it.
@@ -155,6 +156,7 @@ impl Config {
                 max_header_bytes: env.parse("MAX_HEADER_BYTES", 16 * 1024)?,
             },
             upstream: upstream(&env)?,
+            rate_limit: rate_limit(&env)?,
         })
     }
 }
@@ -207,6 +209,66 @@ fn upstream(env: &Env<'_>) -> Result<Option<UpstreamConfig>, ConfigError> {
         sync_interval: (interval > 0).then(|| Duration::from_secs(interval)),
         sync_page_size,
     }))
+}
+
+/// The rate-limit policies (a preset, then per-policy overrides) and how clients are told apart.
+fn rate_limit(env: &Env<'_>) -> Result<crate::limit::RateLimitSettings, ConfigError> {
+    use crate::limit::client::ClientResolver;
+    use crate::limit::policy::{Policies, Policy, PolicyKind};
+    let preset = env.text("RATE_LIMIT_PRESET");
+    let mut policies = Policies::preset(preset.as_deref().unwrap_or("standard"))
+        .map_err(|reason| invalid("RATE_LIMIT_PRESET", reason))?;
+    for (name, kind) in [
+        ("RATE_LIMIT_LISTING", PolicyKind::Listing),
+        ("RATE_LIMIT_WEBHOOK", PolicyKind::Webhook),
+    ] {
+        if let Some(text) = env.text(name) {
+            let policy = Policy::parse(kind, &text).map_err(|reason| invalid(name, reason))?;
+            match kind {
+                PolicyKind::Listing => policies.listing = Some(policy),
+                PolicyKind::Webhook => policies.webhook = Some(policy),
+            }
+        }
+    }
+    let trusted_proxies = env
+        .text("TRUST_PROXY")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    invalid(
+                        "TRUST_PROXY",
+                        format!("{item:?} is not an IP address or CIDR block"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let key_header = match env.text("RATE_LIMIT_KEY_HEADER") {
+        None => None,
+        Some(name) => Some(http::HeaderName::try_from(name.trim()).map_err(|_| {
+            invalid(
+                "RATE_LIMIT_KEY_HEADER",
+                format!("{name:?} is not a header name"),
+            )
+        })?),
+    };
+    let instances: u32 = env.parse("RATE_LIMIT_INSTANCES", 2)?;
+    if instances == 0 {
+        return Err(invalid("RATE_LIMIT_INSTANCES", "must be at least 1".into()));
+    }
+    Ok(crate::limit::RateLimitSettings {
+        policies,
+        clients: ClientResolver {
+            trusted_proxies,
+            key_header,
+        },
+        redis_timeout: env.millis("RATE_LIMIT_REDIS_TIMEOUT_MS", 25)?,
+        instances,
+    })
 }
 
 /// `DATABASE_URL`, or one built from the seed's `DB_*` variables.
@@ -320,7 +382,28 @@ mod tests {
 
     #[test]
     fn errors_name_the_setting() {
-        let cases: [(&[(&str, &str)], &str); 7] = [
+        let cases: [(&[(&str, &str)], &str); 10] = [
+            (
+                &[
+                    ("DATABASE_URL", "mysql://x/y"),
+                    ("RATE_LIMIT_LISTING", "lots"),
+                ],
+                "RATE_LIMIT_LISTING",
+            ),
+            (
+                &[
+                    ("DATABASE_URL", "mysql://x/y"),
+                    ("TRUST_PROXY", "10.0.0.0/8, proxy"),
+                ],
+                "TRUST_PROXY",
+            ),
+            (
+                &[
+                    ("DATABASE_URL", "mysql://x/y"),
+                    ("RATE_LIMIT_PRESET", "fast"),
+                ],
+                "RATE_LIMIT_PRESET",
+            ),
             (&[], "DATABASE_URL"),
             (
                 &[("DATABASE_URL", "mysql://x/y"), ("PORT", "eighty")],

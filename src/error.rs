@@ -37,6 +37,8 @@ pub enum ApiError {
     BodyTooLarge,
     #[error("the body could not be read: {0}")]
     BodyUnreadable(String),
+    #[error("rate limited for {0:?}")]
+    RateLimited(std::time::Duration),
 }
 
 impl From<StoreError> for ApiError {
@@ -98,6 +100,7 @@ impl ApiError {
                 at_fault: None,
             }
             .response(),
+            ApiError::RateLimited(retry_after) => rate_limited(retry_after),
             ApiError::BodyUnreadable(reason) => {
                 tracing::debug!(%reason, "unreadable request body");
                 Problem {
@@ -174,6 +177,23 @@ pub fn internal() -> HttpResponse {
 
 /// A 503 problem with `Retry-After`.
 #[must_use]
+/// 429 with the whole seconds after which one request fits again.
+fn rate_limited(retry_after: std::time::Duration) -> HttpResponse {
+    let mut response = Problem {
+        kind: "rate-limited",
+        title: "Too many requests",
+        status: StatusCode::TOO_MANY_REQUESTS,
+        detail: "this client has used its request quota; retry after the Retry-After delay",
+        at_fault: None,
+    }
+    .response();
+    let seconds = crate::limit::whole_seconds(retry_after).max(1);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
 pub fn unavailable(detail: &str) -> HttpResponse {
     let mut response = Problem {
         kind: "service-unavailable",

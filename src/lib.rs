@@ -17,6 +17,8 @@ pub mod server;
 pub mod request;
 // (method, path) → route
 pub mod route;
+// client → policy → allowed or 429 (local governor, shared GCRA in Redis)
+pub mod limit;
 // one file per endpoint
 pub mod endpoints;
 // L1 (moka) → L2 (redis) with coalescing

@@ -90,6 +90,18 @@ pub fn redis_fallback() {
     counter!("redis_fallbacks_total").increment(1);
 }
 
+/// A rate-limit decision: which policy, which layer decided, and whether it let the request in.
+pub fn rate_limit_decision(policy: &'static str, layer: &'static str, allowed: bool) {
+    let decision = if allowed { "allowed" } else { "limited" };
+    counter!("rate_limit_decisions_total", "policy" => policy, "layer" => layer, "decision" => decision)
+        .increment(1);
+}
+
+/// The shared quota in Redis did not answer: the local, divided limiter decided instead.
+pub fn rate_limit_fallback(policy: &'static str) {
+    counter!("rate_limit_fallbacks_total", "policy" => policy).increment(1);
+}
+
 /// A webhook delivery's outcome (`processed`, `duplicate`, `rejected`, …).
 pub fn webhook(outcome: &'static str) {
     counter!("webhook_events_total", "result" => outcome).increment(1);

@@ -236,24 +236,24 @@ impl L2 {
 
 /// Consecutive-failure breaker: cheap atomics, no lock on the hot path.
 #[derive(Default)]
-struct Breaker {
+pub(crate) struct Breaker {
     consecutive_failures: AtomicU32,
     /// Milliseconds since `epoch()` until which Redis is skipped; 0 when closed.
     open_until_ms: AtomicU64,
 }
 
 impl Breaker {
-    fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         let until = self.open_until_ms.load(Ordering::Relaxed);
         until != 0 && now_ms() < until
     }
 
-    fn record_success(&self) {
+    pub(crate) fn record_success(&self) {
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.open_until_ms.store(0, Ordering::Relaxed);
     }
 
-    fn record_failure(&self) {
+    pub(crate) fn record_failure(&self) {
         crate::meter::redis_error();
         let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= BREAKER_THRESHOLD {

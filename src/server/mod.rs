@@ -53,10 +53,10 @@ pub async fn run(
             () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => {
+        let (stream, peer) = match accepted {
+            Ok((stream, peer)) => {
                 accept_backoff = Duration::from_millis(5);
-                stream
+                (stream, peer.ip())
             }
             Err(error) => {
                 tracing::warn!(%error, backoff = ?accept_backoff, "accept failed");
@@ -74,7 +74,7 @@ pub async fn run(
                 let method = request.method().clone();
                 let route = crate::route::route(&method, request.uri().path());
                 let request_id = request_id::RequestId::of(request.headers());
-                let response = guard_panics(&app, &request_id, app.handle(request)).await;
+                let response = guard_panics(&app, &request_id, app.handle(peer, request)).await;
                 let response = request_id.stamp(response).await;
                 crate::meter::request(&method, route, response.status(), started.elapsed());
                 Ok::<_, std::convert::Infallible>(response)

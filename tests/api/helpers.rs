@@ -138,6 +138,8 @@ impl Options {
             ("DB_POOL_MIN".into(), "1".into()),
             ("DB_POOL_MAX".into(), "16".into()),
             ("REDIS_TIMEOUT_MS".into(), "500".into()),
+            // Tests send hundreds of requests from one address; rate-limit tests turn it on.
+            ("RATE_LIMIT_PRESET".into(), "off".into()),
         ]);
         for (name, value) in &self.extra {
             if value.is_empty() {

@@ -6,6 +6,7 @@ mod errors;
 mod helpers;
 mod listing;
 mod proxy;
+mod rate_limit;
 mod resilience;
 mod standin;
 mod sync;
