@@ -152,6 +152,7 @@ impl App {
             Route::Health => Ok(endpoints::health::health()),
             Route::Ready => Ok(endpoints::health::ready(self).await),
             Route::Metrics => Ok(endpoints::health::metrics()),
+            Route::OpenApi => Ok(endpoints::openapi::document(request.headers())),
             Route::Webhook => {
                 let (parts, body) = request.into_parts();
                 endpoints::webhook::receive(self, &parts.headers, body).await

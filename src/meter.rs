@@ -142,6 +142,7 @@ fn route_label(route: Route) -> &'static str {
         Route::Ready => "/ready",
         Route::Webhook => "/webhook",
         Route::Metrics => "/metrics",
+        Route::OpenApi => "/openapi.json",
         Route::MethodNotAllowed(_) | Route::NotFound => "_other",
     }
 }

@@ -12,12 +12,25 @@ pub enum Route {
     Ready,
     Webhook,
     Metrics,
+    /// `GET /openapi.json`: the API's own description.
+    OpenApi,
     /// The path exists but not for this method; carries the `Allow` header value.
     MethodNotAllowed(&'static str),
     NotFound,
 }
 
 const READ_ONLY: &str = "GET, HEAD";
+
+/// Every path the router knows. `docs/openapi.json` must document each one (the `openapi`
+/// integration test checks both directions), so a new arm in [`route`] belongs here too.
+pub const PATHS: [&str; 6] = [
+    "/products/v1",
+    "/health",
+    "/ready",
+    "/metrics",
+    "/webhook",
+    "/openapi.json",
+];
 
 /// Resolves a request line to its route.
 #[must_use]
@@ -27,6 +40,7 @@ pub fn route(method: &Method, path: &str) -> Route {
         "/health" => Route::Health,
         "/ready" => Route::Ready,
         "/metrics" => Route::Metrics,
+        "/openapi.json" => Route::OpenApi,
         "/webhook" if method == Method::POST => return Route::Webhook,
         "/webhook" => return Route::MethodNotAllowed("POST"),
         _ => return Route::NotFound,
@@ -50,6 +64,13 @@ mod tests {
             (Method::GET, "/health", Route::Health),
             (Method::GET, "/ready", Route::Ready),
             (Method::GET, "/metrics", Route::Metrics),
+            (Method::GET, "/openapi.json", Route::OpenApi),
+            (Method::HEAD, "/openapi.json", Route::OpenApi),
+            (
+                Method::POST,
+                "/openapi.json",
+                Route::MethodNotAllowed(READ_ONLY),
+            ),
             (Method::POST, "/webhook", Route::Webhook),
             (Method::GET, "/webhook", Route::MethodNotAllowed("POST")),
             (
@@ -65,10 +86,29 @@ mod tests {
             (Method::GET, "/products/v1/", Route::NotFound),
             (Method::GET, "/products", Route::NotFound),
             (Method::GET, "/", Route::NotFound),
+            (Method::GET, "/openapi", Route::NotFound),
+            (Method::GET, "/docs/openapi.json", Route::NotFound),
             (Method::POST, "/nowhere", Route::NotFound),
         ];
         for (method, path, expected) in cases {
             assert_eq!(route(&method, path), expected, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn every_listed_path_reaches_its_own_route() {
+        let mut seen = Vec::new();
+        for path in PATHS {
+            let target = match route(&Method::GET, path) {
+                Route::MethodNotAllowed(_) => route(&Method::POST, path),
+                other => other,
+            };
+            assert!(
+                !matches!(target, Route::NotFound | Route::MethodNotAllowed(_)),
+                "{path} is listed but not routed"
+            );
+            assert!(!seen.contains(&target), "{path} shares {target:?}");
+            seen.push(target);
         }
     }
 }

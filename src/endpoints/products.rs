@@ -4,13 +4,12 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LINK};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri};
 use http_body_util::Full;
-use sha2::{Digest, Sha256};
 
 use crate::app::App;
 use crate::cache::{CacheStatus, CachedPage};
 use crate::error::ApiError;
 use crate::request::{self, query_string, Listing};
-use crate::response::{self, HttpResponse, JSON};
+use crate::response::{self, etag, HttpResponse, JSON};
 use crate::store::StoreError;
 
 /// `X-Cache`: which level answered.
@@ -37,7 +36,7 @@ async fn build_page(app: &App, listing: &Listing) -> Result<CachedPage, StoreErr
         .next_position(sort)
         .map(|position| app.cursor_key().encode(sort, listing.fingerprint, position));
     let body = response::page_body(&page, next_cursor.as_deref());
-    let etag = etag_of(&body);
+    let etag = etag::of(&body);
     let next_link = next_cursor.map(|cursor| next_link(listing, &cursor));
     Ok(CachedPage {
         body: Bytes::from(body),
@@ -54,7 +53,7 @@ fn respond(
 ) -> HttpResponse {
     let not_modified = request_headers
         .get(IF_NONE_MATCH)
-        .is_some_and(|value| etag_matches(value.as_bytes(), page.etag.as_bytes()));
+        .is_some_and(|value| etag::matches(value.as_bytes(), page.etag.as_bytes()));
     let mut response = if not_modified {
         let mut response = Response::new(Full::new(Bytes::new()));
         *response.status_mut() = StatusCode::NOT_MODIFIED;
@@ -74,26 +73,6 @@ fn respond(
     response
 }
 
-/// A strong ETag from the body's SHA-256 (computed once per fill, then cached with the body).
-fn etag_of(body: &[u8]) -> HeaderValue {
-    let digest = Sha256::digest(body);
-    let mut tag = Vec::with_capacity(34);
-    tag.push(b'"');
-    tag.extend_from_slice(hex::encode(&digest[..16]).as_bytes());
-    tag.push(b'"');
-    HeaderValue::from_bytes(&tag).expect("hex digits in quotes are a valid header value")
-}
-
-/// `If-None-Match` uses the weak comparison (RFC 9110 §13.1.2): `W/` prefixes are ignored.
-fn etag_matches(if_none_match: &[u8], etag: &[u8]) -> bool {
-    if_none_match
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .any(|candidate| {
-            candidate == b"*" || candidate.strip_prefix(b"W/").unwrap_or(candidate) == etag
-        })
-}
-
 /// `</products/v1?sort=…&take=…&cursor=…>; rel="next"`.
 fn next_link(listing: &Listing, cursor: &str) -> HeaderValue {
     let mut link = String::with_capacity(listing.canonical_filters.len() + cursor.len() + 48);
@@ -105,25 +84,4 @@ fn next_link(listing: &Listing, cursor: &str) -> HeaderValue {
     query_string::encode_into(cursor, &mut link);
     link.push_str(">; rel=\"next\"");
     HeaderValue::try_from(link).expect("percent-encoded ASCII is a valid header value")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn if_none_match_uses_weak_comparison_over_lists() {
-        let etag = b"\"abc\"";
-        let cases: [(&[u8], bool); 6] = [
-            (b"\"abc\"", true),
-            (b"W/\"abc\"", true),
-            (b"\"x\", \"abc\"", true),
-            (b"*", true),
-            (b"\"abd\"", false),
-            (b"", false),
-        ];
-        for (header, expected) in cases {
-            assert_eq!(etag_matches(header, etag), expected);
-        }
-    }
 }

@@ -2,6 +2,7 @@
 //!
 //! Owns every byte a client reads; never decides status codes for errors (that is `error`).
 
+pub mod etag;
 pub mod json;
 pub mod problem;
 
