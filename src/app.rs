@@ -28,7 +28,7 @@ fn policy_of(route: Route) -> Option<PolicyKind> {
     match route {
         Route::Health | Route::Ready | Route::Metrics => None,
         Route::Webhook => Some(PolicyKind::Webhook),
-        Route::ListProducts | Route::MethodNotAllowed(_) | Route::NotFound => {
+        Route::ListProducts | Route::OpenApi | Route::MethodNotAllowed(_) | Route::NotFound => {
             Some(PolicyKind::Listing)
         }
     }

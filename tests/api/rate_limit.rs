@@ -33,7 +33,10 @@ async fn over_the_burst_answers_429_problem_with_retry_after_and_draft_headers()
 
     let first = app.get("/products/v1?take=2").await;
     assert_eq!(first.status, 200);
-    assert_eq!(first.header("ratelimit-policy"), Some("\"listing\";q=60;w=60"));
+    assert_eq!(
+        first.header("ratelimit-policy"),
+        Some("\"listing\";q=60;w=60")
+    );
     assert_eq!(first.header("ratelimit"), Some("\"listing\";r=4;t=1"));
     let rest = statuses(&app, 4, &[]).await;
     assert_eq!(rest, [200; 4]);
@@ -45,7 +48,10 @@ async fn over_the_burst_answers_429_problem_with_retry_after_and_draft_headers()
         Some("application/problem+json")
     );
     let retry_after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
-    assert!((1..=1).contains(&retry_after), "one request returns after 1 s: {retry_after}");
+    assert!(
+        (1..=1).contains(&retry_after),
+        "one request returns after 1 s: {retry_after}"
+    );
     assert!(refused.header("ratelimit").unwrap().contains("r=0"));
     let problem = refused.json();
     assert_eq!(problem["status"], 429);
@@ -92,7 +98,7 @@ async fn two_instances_sharing_redis_hold_one_quota() {
     let b = spawn_app(&options).await;
 
     let started = Instant::now();
-    let mut accepted = 0usize;
+    let mut accepted = 0u32;
     let mut refused = 0usize;
     while started.elapsed() < Duration::from_millis(1500) {
         for app in [&a, &b] {
@@ -108,7 +114,7 @@ async fn two_instances_sharing_redis_hold_one_quota() {
     // leased before (at most lease_max = burst / 10 = 2 per instance).
     let bound = 20.0 + 10.0 * elapsed + 2.0 * 2.0;
     assert!(
-        (accepted as f64) <= bound,
+        f64::from(accepted) <= bound,
         "{accepted} accepted in {elapsed:.2} s, quota allows {bound:.1}"
     );
     assert!(accepted >= 20, "the burst is available: {accepted}");
@@ -137,10 +143,17 @@ async fn redis_down_falls_back_to_a_divided_local_limit() {
         assert_eq!(count(&outcome, 200), 5, "{mode:?}: {outcome:?}");
         assert_eq!(count(&outcome, 429), 7, "{mode:?}: {outcome:?}");
         // Five let in and one refused by the fallback; the refused client then waits locally.
-        assert!(fallbacks(&app).await >= before + 6.0, "{mode:?}: fallbacks counted");
+        assert!(
+            fallbacks(&app).await >= before + 6.0,
+            "{mode:?}: fallbacks counted"
+        );
         // Blackholed, each check waits at most the limiter's Redis deadline before deciding,
         // and the breaker then skips Redis.
-        assert!(started.elapsed() < Duration::from_secs(5), "{mode:?}: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{mode:?}: {:?}",
+            started.elapsed()
+        );
         app.stop().await;
     }
     redis.set(Mode::Up);
