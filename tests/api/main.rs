@@ -5,6 +5,7 @@ mod caching;
 mod errors;
 mod helpers;
 mod listing;
+mod observability;
 mod proxy;
 mod resilience;
 mod standin;
