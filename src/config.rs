@@ -52,6 +52,8 @@ pub struct Config {
     /// The external catalogue and its sync; `None` when `API_URL` is not set.
     pub upstream: Option<UpstreamConfig>,
     pub rate_limit: crate::limit::RateLimitSettings,
+    /// `LOG_FORMAT`; `None`: text when stderr is a terminal, JSON otherwise.
+    pub log_format: Option<crate::telemetry::LogFormat>,
 }
 
 /// The outside world: the OAuth2 token, the catalogue, and how often to sync from it.
@@ -78,6 +80,9 @@ pub struct ServerSettings {
     pub drain_delay: Duration,
     /// The largest request head (request line and headers); larger ones get 431.
     pub max_header_bytes: usize,
+    /// How long a kept-alive connection may wait between requests (idle, then the next head)
+    /// before it is closed. At least `header_read_timeout`, which bounds the first request's head.
+    pub keep_alive_timeout: Duration,
 }
 
 /// A setting that is missing or malformed.
@@ -125,6 +130,22 @@ impl Config {
                 "must be at least 1 and at least DB_POOL_MIN".into(),
             ));
         }
+        let pool_wait = env.millis("DB_POOL_WAIT_MS", 200)?;
+        let query_timeout = env.millis("DB_QUERY_TIMEOUT_MS", 2_000)?;
+        if pool_wait.is_zero() || pool_wait > query_timeout {
+            return Err(invalid(
+                "DB_POOL_WAIT_MS",
+                "must be at least 1 and at most DB_QUERY_TIMEOUT_MS".into(),
+            ));
+        }
+        let header_read_timeout = env.millis("HEADER_READ_TIMEOUT_MS", 5_000)?;
+        let keep_alive_timeout = env.millis("KEEP_ALIVE_TIMEOUT_MS", 60_000)?;
+        if keep_alive_timeout < header_read_timeout {
+            return Err(invalid(
+                "KEEP_ALIVE_TIMEOUT_MS",
+                "must be at least HEADER_READ_TIMEOUT_MS".into(),
+            ));
+        }
         Ok(Config {
             host: env.parse("HOST", std::net::IpAddr::from([0, 0, 0, 0]))?,
             port: env.parse("PORT", 8000)?,
@@ -135,7 +156,9 @@ impl Config {
             store: StoreSettings {
                 pool_min,
                 pool_max,
-                query_timeout: env.millis("DB_QUERY_TIMEOUT_MS", 2_000)?,
+                query_timeout,
+                pool_wait,
+                pool_max_waiting: env.parse("DB_POOL_MAX_WAITING", 2 * pool_max)?,
             },
             l1_capacity_bytes: env.parse("L1_CAPACITY_BYTES", 64 * 1024 * 1024)?,
             l1_ttl: env.millis("L1_TTL_MS", 5_000)?,
@@ -150,13 +173,19 @@ impl Config {
             lock_wait: env.millis("FILL_LOCK_WAIT_MS", 250)?,
             server: ServerSettings {
                 max_connections: env.parse("MAX_CONNECTIONS", 10_000)?,
-                header_read_timeout: env.millis("HEADER_READ_TIMEOUT_MS", 5_000)?,
+                header_read_timeout,
                 shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", 10_000)?,
                 drain_delay: env.millis("DRAIN_DELAY_MS", 1_000)?,
                 max_header_bytes: env.parse("MAX_HEADER_BYTES", 16 * 1024)?,
+                keep_alive_timeout,
             },
             upstream: upstream(&env)?,
             rate_limit: rate_limit(&env)?,
+            log_format: env
+                .text("LOG_FORMAT")
+                .map(|text| text.parse())
+                .transpose()
+                .map_err(|reason: String| invalid("LOG_FORMAT", reason))?,
         })
     }
 }
@@ -382,7 +411,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_setting() {
-        let cases: [(&[(&str, &str)], &str); 10] = [
+        let cases: [(&[(&str, &str)], &str); 13] = [
             (
                 &[
                     ("DATABASE_URL", "mysql://x/y"),
@@ -434,6 +463,25 @@ mod tests {
                     ("API_URL", "http://127.0.0.1/p"),
                 ],
                 "OAUTH_TOKEN_URL",
+            ),
+            (
+                &[("DATABASE_URL", "mysql://x/y"), ("LOG_FORMAT", "xml")],
+                "LOG_FORMAT",
+            ),
+            (
+                &[
+                    ("DATABASE_URL", "mysql://x/y"),
+                    ("DB_QUERY_TIMEOUT_MS", "100"),
+                    ("DB_POOL_WAIT_MS", "200"),
+                ],
+                "DB_POOL_WAIT_MS",
+            ),
+            (
+                &[
+                    ("DATABASE_URL", "mysql://x/y"),
+                    ("KEEP_ALIVE_TIMEOUT_MS", "1000"),
+                ],
+                "KEEP_ALIVE_TIMEOUT_MS",
             ),
         ];
         for (pairs, name) in cases {

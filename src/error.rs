@@ -75,6 +75,12 @@ impl ApiError {
                     .insert(ALLOW, HeaderValue::from_static(allow));
                 response
             }
+            // Shedding is the overload rule working, request after request: counted in
+            // `db_pool_shed_total`, and a warning each would flood the log when it matters most.
+            ApiError::Database(cause) if matches!(*cause, StoreError::Saturated) => {
+                tracing::debug!(error = %cause, "database saturated, answering 503");
+                unavailable("the service is overloaded; retry shortly")
+            }
             ApiError::Database(cause) => {
                 tracing::warn!(error = %cause, "database unavailable, answering 503");
                 unavailable("the database did not answer in time; retry shortly")

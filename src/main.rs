@@ -33,8 +33,8 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init();
     let config = Config::from_env().context("configuration")?;
+    telemetry::init(config.log_format);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

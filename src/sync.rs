@@ -141,6 +141,7 @@ pub async fn run_once(
             store.finish_sync(&lease).await?;
             tracing::info!(read = skip - resumed_from, changed, "sync: done");
             crate::meter::sync_run("completed");
+            crate::meter::sync_succeeded();
             Ok(SyncReport::Completed {
                 resumed_from,
                 read: skip - resumed_from,

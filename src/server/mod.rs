@@ -6,6 +6,7 @@
 pub mod request_id;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use futures_util::FutureExt as _;
+use tracing::Instrument as _;
 
 use crate::app::App;
 use crate::config::ServerSettings;
@@ -38,8 +40,15 @@ pub async fn run(
     let connection_slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
+    // hyper (1.12) restarts its header-read timer whenever a kept-alive connection goes idle, so
+    // this bounds the idle wait plus the next head; the first head gets the shorter
+    // `header_read_timeout` from `first_head_deadline`.
     http.timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+        .header_read_timeout(
+            settings
+                .keep_alive_timeout
+                .max(settings.header_read_timeout),
+        )
         .max_header_size(settings.max_header_bytes)
         .keep_alive(true);
     let mut accept_backoff = Duration::from_millis(5);
@@ -67,23 +76,36 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let head_seen = Arc::new(AtomicBool::new(false));
+        let first_head = first_head_deadline(settings.header_read_timeout, head_seen.clone());
         let service = service_fn(move |request: hyper::Request<Incoming>| {
             let app = app.clone();
+            head_seen.store(true, Ordering::Relaxed);
             async move {
                 let started = std::time::Instant::now();
                 let method = request.method().clone();
                 let route = crate::route::route(&method, request.uri().path());
                 let request_id = request_id::RequestId::of(request.headers());
-                let response = guard_panics(&app, &request_id, app.handle(peer, request)).await;
+                let span = request_id.span();
+                let response = guard_panics(&app, &request_id, app.handle(peer, request))
+                    .instrument(span.clone())
+                    .await;
                 let response = request_id.stamp(response).await;
-                crate::meter::request(&method, route, response.status(), started.elapsed());
+                let elapsed = started.elapsed();
+                crate::meter::request(&method, route, response.status(), elapsed);
+                span.in_scope(|| {
+                    crate::telemetry::access(&method, route, response.status(), elapsed);
+                });
                 Ok::<_, std::convert::Infallible>(response)
             }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
+            tokio::select! {
+                ended = connection => if let Err(error) = ended {
+                    tracing::debug!(%error, "connection ended with an error");
+                },
+                () = first_head => tracing::debug!("no request head within the header read timeout; closed"),
             }
             drop(slot);
         });
@@ -94,6 +116,15 @@ pub async fn run(
         () = tokio::time::sleep(settings.shutdown_grace) => {
             tracing::warn!(grace = ?settings.shutdown_grace, "grace period over; closing remaining connections");
         }
+    }
+}
+
+/// Resolves when a new connection has not delivered its first request head within `limit`
+/// (a slow or silent client holding a connection slot); never, once it has.
+async fn first_head_deadline(limit: Duration, head_seen: Arc<AtomicBool>) {
+    tokio::time::sleep(limit).await;
+    if head_seen.load(Ordering::Relaxed) {
+        std::future::pending::<()>().await;
     }
 }
 

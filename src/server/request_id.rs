@@ -1,5 +1,6 @@
 //! Request ids: taken from `X-Request-Id` or the W3C `traceparent` trace id, generated when
-//! absent, echoed in the response and in problem bodies.
+//! absent, echoed in the response, in problem bodies and (through the request's span) in every
+//! log line of the request.
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -38,6 +39,22 @@ impl RequestId {
     #[must_use]
     pub fn as_str(&self) -> &str {
         self.0.to_str().expect("validated ASCII")
+    }
+
+    /// The span a request is handled in: every event inside it carries `request_id`.
+    ///
+    /// At `error` level, and its target is enabled by a directive `telemetry::filter` always adds,
+    /// so it exists whenever any event can be logged (a span disabled by the filter would leave
+    /// the warnings of that request without their id). Creating it costs one registry slot and
+    /// the formatting of the id (`cargo bench --bench observability`, `perf/RESULTS.md`); with no
+    /// subscriber, or logging off, it is a no-op.
+    #[must_use]
+    pub fn span(&self) -> tracing::Span {
+        tracing::error_span!(
+            target: crate::telemetry::REQUEST_SPAN_TARGET,
+            "request",
+            request_id = self.as_str()
+        )
     }
 
     /// Echoes the id in the response header and, for problem+json, in the body.

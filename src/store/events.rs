@@ -56,7 +56,7 @@ impl Store {
         event_id: &str,
         event: &ProductEvent,
     ) -> Result<Applied, StoreError> {
-        let mut conn = self.connection().await?;
+        let mut conn = self.request_connection().await?;
         conn.query_drop(format!(
             "SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}"
         ))

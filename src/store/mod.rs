@@ -1,10 +1,13 @@
 //! Store stage: the only module that talks to MySQL.
 //!
 //! Owns the connection pool, the listing statements, migrations and the seed. Every call is
-//! bounded by the query deadline, so a sick database costs a request at most that long.
+//! bounded by the query deadline, so a sick database costs a request at most that long; a
+//! request's wait for a connection is bounded tighter still, and refused at once when the pool
+//! is saturated (`pool.rs`).
 
 pub mod events;
 pub mod migrate;
+pub mod pool;
 pub mod seed;
 pub mod sql;
 pub mod sync;
@@ -13,9 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
+use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
 
 use crate::domain::{ListingQuery, Page, Price, Product, Timestamp};
+use pool::{Admission, Gate, PooledConn};
 use sql::Statements;
 
 /// Settings of the pool and its deadline.
@@ -25,6 +29,11 @@ pub struct StoreSettings {
     pub pool_max: usize,
     /// The most a listing query may take, connection wait included.
     pub query_timeout: Duration,
+    /// The most a request waits for a free connection (within `query_timeout`): past it, 503.
+    pub pool_wait: Duration,
+    /// With every connection out, a request arriving when this many already wait is refused at
+    /// once (503) instead of joining the queue.
+    pub pool_max_waiting: usize,
 }
 
 /// Why the store could not answer.
@@ -32,6 +41,10 @@ pub struct StoreSettings {
 pub enum StoreError {
     #[error("the database did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("no database connection was free within {0:?}")]
+    PoolTimeout(Duration),
+    #[error("the connection pool is saturated; the request was shed")]
+    Saturated,
     #[error("database error: {0}")]
     Database(#[from] mysql_async::Error),
     #[error("unexpected column value in `{column}`: {value:?}")]
@@ -43,6 +56,8 @@ pub enum StoreError {
 /// The MySQL side of the service.
 pub struct Store {
     pool: Pool,
+    /// Counts, bounds and sheds the waits for `pool`'s connections.
+    gate: Gate,
     statements: Statements,
     query_timeout: Duration,
     /// Listing queries sent to MySQL; tests read it to prove coalescing.
@@ -68,6 +83,11 @@ impl Store {
             .tcp_nodelay(true);
         Ok(Store {
             pool: Pool::new(opts),
+            gate: Gate::new(
+                settings.pool_max.max(1),
+                settings.pool_wait,
+                settings.pool_max_waiting,
+            ),
             statements: Statements::build(),
             query_timeout: settings.query_timeout,
             listing_queries: AtomicU64::new(0),
@@ -89,16 +109,17 @@ impl Store {
         let (sql, params) = self.statements.for_query(query);
         let rows: Vec<Row> = self
             .bounded(async {
-                let mut conn = self.pool.get_conn().await?;
+                let mut conn = self.request_connection().await?;
                 match conn.exec(sql, params.clone()).await {
-                    Ok(rows) => Ok(rows),
+                    Ok(rows) => Ok::<_, StoreError>(rows),
                     // A pooled connection can be dead after a database restart; reads are
                     // idempotent, so one retry on a fresh connection hides the restart.
                     Err(error) if is_connection_error(&error) => {
                         drop(conn);
-                        self.pool.get_conn().await?.exec(sql, params).await
+                        let mut fresh = self.request_connection().await?;
+                        Ok(fresh.exec(sql, params).await?)
                     }
-                    Err(error) => Err(error),
+                    Err(error) => Err(error.into()),
                 }
             })
             .await?;
@@ -115,10 +136,16 @@ impl Store {
     /// `SELECT 1` within the deadline, for readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.bounded(async {
-            let mut conn = self.pool.get_conn().await?;
-            conn.ping().await
+            let mut conn = self.gate.acquire(&self.pool, Admission::Patient).await?;
+            Ok::<_, StoreError>(conn.ping().await?)
         })
         .await
+    }
+
+    /// Callers waiting for a pooled connection right now (also exported as `db_pool_waiting`).
+    #[must_use]
+    pub fn pool_waiting(&self) -> usize {
+        self.gate.waiting()
     }
 
     /// How many listing queries this store has sent.
@@ -127,9 +154,16 @@ impl Store {
         self.listing_queries.load(Ordering::Relaxed)
     }
 
-    /// A connection within the deadline, for the off-path jobs (migrate, seed).
-    pub async fn connection(&self) -> Result<Conn, StoreError> {
-        self.bounded(self.pool.get_conn()).await
+    /// A connection within the deadline, for the off-path jobs (migrate, seed, sync).
+    pub async fn connection(&self) -> Result<PooledConn, StoreError> {
+        self.bounded(self.gate.acquire(&self.pool, Admission::Patient))
+            .await
+    }
+
+    /// A connection for a request: refused at once when the pool is saturated, and waited for
+    /// at most `DB_POOL_WAIT_MS`, so overload answers a fast 503 instead of a growing queue.
+    pub async fn request_connection(&self) -> Result<PooledConn, StoreError> {
+        self.gate.acquire(&self.pool, Admission::Request).await
     }
 
     /// Closes every connection; call once on shutdown.
@@ -139,12 +173,12 @@ impl Store {
         }
     }
 
-    async fn bounded<T>(
+    async fn bounded<T, E: Into<StoreError>>(
         &self,
-        work: impl std::future::Future<Output = Result<T, mysql_async::Error>>,
+        work: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.query_timeout, work).await {
-            Ok(result) => Ok(result?),
+            Ok(result) => result.map_err(Into::into),
             Err(_) => Err(StoreError::Timeout(self.query_timeout)),
         }
     }

@@ -52,6 +52,8 @@ pub const HALF_OPEN_WINDOW: usize = 1;
 /// One upstream's breaker.
 pub(crate) struct Breaker {
     recloser: AsyncRecloser,
+    /// Names the upstream in the state gauge (`upstream_circuit_breaker_state`).
+    upstream: &'static str,
     /// The observed [`BreakerState`], as a `u8` (see `encode`).
     observed: AtomicU8,
     /// Outcomes recorded since the observed state became half-open.
@@ -63,7 +65,7 @@ const OPEN: u8 = 1;
 const HALF_OPEN: u8 = 2;
 
 impl Breaker {
-    pub(crate) fn new(settings: &BreakerSettings) -> Self {
+    pub(crate) fn new(settings: &BreakerSettings, upstream: &'static str) -> Self {
         let recloser = Recloser::custom()
             .error_rate_closed(settings.failure_rate)
             .error_rate_half_open(0.5)
@@ -71,8 +73,10 @@ impl Breaker {
             .half_open_len(HALF_OPEN_WINDOW)
             .open_wait(settings.cool_down)
             .build();
+        crate::meter::breaker_state(upstream, BreakerState::Closed);
         Breaker {
             recloser: AsyncRecloser::from(recloser),
+            upstream,
             observed: AtomicU8::new(CLOSED),
             half_open_outcomes: AtomicUsize::new(0),
         }
@@ -82,7 +86,7 @@ impl Breaker {
     /// would.
     pub(crate) fn state(&self) -> BreakerState {
         if !probe(&self.recloser) {
-            self.observed.store(OPEN, Ordering::Relaxed);
+            self.observe(OPEN);
             return BreakerState::Open;
         }
         self.enter_half_open_if_open();
@@ -109,7 +113,7 @@ impl Breaker {
                 Ok(value)
             }
             Err(recloser::Error::Rejected) => {
-                self.observed.store(OPEN, Ordering::Relaxed);
+                self.observe(OPEN);
                 Err(UpstreamError::CircuitOpen)
             }
             Err(recloser::Error::Inner(error)) => {
@@ -127,24 +131,34 @@ impl Breaker {
             .is_ok()
         {
             self.half_open_outcomes.store(0, Ordering::Relaxed);
+            crate::meter::breaker_state(self.upstream, BreakerState::HalfOpen);
         }
+    }
+
+    /// Sets the observed state and exports it (the gauge is last-write-wins, like the state).
+    fn observe(&self, state: u8) {
+        self.observed.store(state, Ordering::Relaxed);
+        crate::meter::breaker_state(self.upstream, decode(state));
     }
 
     /// Follows the transition recloser may just have made on this outcome.
     fn record(&self, failed: bool) {
         match self.observed.load(Ordering::Relaxed) {
             // A full window over the threshold opens it; only recloser knows the window.
-            CLOSED if !probe(&self.recloser) => self.observed.store(OPEN, Ordering::Relaxed),
+            CLOSED if !probe(&self.recloser) => self.observe(OPEN),
             HALF_OPEN => {
                 let outcomes = self.half_open_outcomes.fetch_add(1, Ordering::Relaxed) + 1;
                 if outcomes > HALF_OPEN_WINDOW {
                     let next = if failed { OPEN } else { CLOSED };
-                    let _ = self.observed.compare_exchange(
+                    let moved = self.observed.compare_exchange(
                         HALF_OPEN,
                         next,
                         Ordering::Relaxed,
                         Ordering::Relaxed,
                     );
+                    if moved.is_ok() {
+                        crate::meter::breaker_state(self.upstream, decode(next));
+                    }
                 }
             }
             // Still closed; or a call started before the breaker opened, whose outcome recloser
@@ -180,11 +194,14 @@ mod tests {
     const COOL_DOWN: Duration = Duration::from_millis(60);
 
     fn breaker(window: usize) -> Breaker {
-        Breaker::new(&BreakerSettings {
-            failure_rate: 0.5,
-            window,
-            cool_down: COOL_DOWN,
-        })
+        Breaker::new(
+            &BreakerSettings {
+                failure_rate: 0.5,
+                window,
+                cool_down: COOL_DOWN,
+            },
+            "test",
+        )
     }
 
     fn counts(error: &UpstreamError) -> bool {

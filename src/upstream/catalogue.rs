@@ -78,7 +78,7 @@ impl CatalogueClient {
             .connect_timeout(settings.retry.attempt_timeout)
             .build()
             .map_err(BuildError::Http)?;
-        let breaker = Breaker::new(&settings.breaker);
+        let breaker = Breaker::new(&settings.breaker, "catalogue");
         Ok(CatalogueClient {
             settings,
             http,

@@ -402,6 +402,7 @@ impl Inner {
             if let Some(shared) = self.read_shared().await {
                 if acceptable(&shared) {
                     tracing::debug!("adopted the OAuth2 token another instance fetched");
+                    crate::meter::token_refresh("adopted");
                     return Ok(Arc::new(shared));
                 }
             }
@@ -409,7 +410,10 @@ impl Inner {
                 Lock::Held(owner) => {
                     // The previous holder may have stored a token just before releasing.
                     let refreshed = match self.read_shared().await {
-                        Some(shared) if acceptable(&shared) => Ok(shared),
+                        Some(shared) if acceptable(&shared) => {
+                            crate::meter::token_refresh("adopted");
+                            Ok(shared)
+                        }
                         _ => self.fetch_and_share().await,
                     };
                     self.unlock(owner).await;
@@ -468,10 +472,15 @@ impl Inner {
                     usable_for = ?cached.usable_until.saturating_duration_since(Instant::now()),
                     "fetched a new OAuth2 access token"
                 );
+                crate::meter::token_refresh("fetched");
                 Ok(cached)
             }
-            Err(Stopped::Failed(error)) => Err(error),
+            Err(Stopped::Failed(error)) => {
+                crate::meter::token_refresh("failed");
+                Err(error)
+            }
             Err(Stopped::DeadlineExceeded { attempts, last }) => {
+                crate::meter::token_refresh("failed");
                 Err(TokenError::DeadlineExceeded {
                     attempts,
                     last: Box::new(last),

@@ -100,6 +100,8 @@ pub fn store_settings() -> product_api::store::StoreSettings {
         pool_min: 1,
         pool_max: 8,
         query_timeout: Duration::from_secs(5),
+        pool_wait: Duration::from_secs(5),
+        pool_max_waiting: usize::MAX,
     }
 }
 

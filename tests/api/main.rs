@@ -5,6 +5,7 @@ mod caching;
 mod errors;
 mod helpers;
 mod listing;
+mod observability;
 mod openapi;
 mod proxy;
 mod rate_limit;
