@@ -117,6 +117,11 @@ pub fn rate_limit_fallback(policy: &'static str) {
     counter!("rate_limit_fallbacks_total", "policy" => policy).increment(1);
 }
 
+/// Which plan answered a search page: the bounded index walk, or FULLTEXT after it.
+pub fn search_plan(plan: &'static str) {
+    counter!("search_plans_total", "plan" => plan).increment(1);
+}
+
 /// A webhook delivery's outcome (`processed`, `duplicate`, `rejected`, …).
 pub fn webhook(outcome: &'static str) {
     counter!("webhook_events_total", "result" => outcome).increment(1);

@@ -78,6 +78,24 @@ impl SearchTerms {
 
     /// The boolean-mode expression: every word required, each also as a prefix (`+lamp* +oak*`).
     /// Words hold only letters and digits, so nothing in it is an operator but ours.
+    /// The same condition as [`Self::boolean_mode_expression`] as one regular expression over
+    /// `CONCAT_WS(' ', name, description)`: every word at a word start, in any order
+    /// (`^(?=[\s\S]*\bclassic)(?=[\s\S]*\boak)`). Lookaheads and `\b` mean the same in
+    /// MySQL 8 (ICU) and MariaDB (PCRE2, Unicode-aware); words are letters and digits only, so
+    /// nothing in them is a regex operator.
+    #[must_use]
+    pub fn word_start_pattern(&self) -> String {
+        let mut pattern =
+            String::with_capacity(1 + self.words.iter().map(|w| w.len() + 14).sum::<usize>());
+        pattern.push('^');
+        for word in &self.words {
+            pattern.push_str("(?=[\\s\\S]*\\b");
+            pattern.push_str(word);
+            pattern.push(')');
+        }
+        pattern
+    }
+
     #[must_use]
     pub fn boolean_mode_expression(&self) -> String {
         let mut expression = String::with_capacity(self.words.iter().map(|w| w.len() + 3).sum());
@@ -102,6 +120,15 @@ impl SearchTerms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn word_start_pattern_requires_every_word_at_a_word_start() {
+        let terms = SearchTerms::parse("Classic oak").unwrap().unwrap();
+        assert_eq!(
+            terms.word_start_pattern(),
+            r"^(?=[\s\S]*\bclassic)(?=[\s\S]*\boak)"
+        );
+    }
 
     fn words(text: &str) -> Result<Option<Vec<String>>, SearchError> {
         SearchTerms::parse(text).map(|terms| terms.map(|t| t.words().to_vec()))

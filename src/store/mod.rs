@@ -62,6 +62,8 @@ pub struct Store {
     query_timeout: Duration,
     /// Listing queries sent to MySQL; tests read it to prove coalescing.
     listing_queries: AtomicU64,
+    /// Search pages that needed FULLTEXT after the bounded walk (the rest came from the walk).
+    search_fulltext: AtomicU64,
 }
 
 impl Store {
@@ -91,6 +93,7 @@ impl Store {
             statements: Statements::build(),
             query_timeout: settings.query_timeout,
             listing_queries: AtomicU64::new(0),
+            search_fulltext: AtomicU64::new(0),
         })
     }
 
@@ -104,23 +107,27 @@ impl Store {
     }
 
     /// One page of a listing: at most `take` rows and whether more follow.
+    ///
+    /// A search first walks the sort index over a bounded window (see [`sql::Plan`]); only when
+    /// that window holds fewer than `take + 1` matches does FULLTEXT gather them all.
     pub async fn list(&self, query: &ListingQuery) -> Result<Page, StoreError> {
         self.listing_queries.fetch_add(1, Ordering::Relaxed);
-        let (sql, params) = self.statements.for_query(query);
+        let plan = self.statements.plan(query);
+        let wanted = usize::from(query.take) + 1;
         let rows: Vec<Row> = self
             .bounded(async {
                 let mut conn = self.request_connection().await?;
-                match conn.exec(sql, params.clone()).await {
-                    Ok(rows) => Ok::<_, StoreError>(rows),
-                    // A pooled connection can be dead after a database restart; reads are
-                    // idempotent, so one retry on a fresh connection hides the restart.
-                    Err(error) if is_connection_error(&error) => {
-                        drop(conn);
-                        let mut fresh = self.request_connection().await?;
-                        Ok(fresh.exec(sql, params).await?)
+                if let Some((sql, params)) = &plan.window {
+                    let rows = self.exec_retrying(&mut conn, sql, params).await?;
+                    if rows.len() >= wanted {
+                        crate::meter::search_plan("window");
+                        return Ok(rows);
                     }
-                    Err(error) => Err(error.into()),
+                    crate::meter::search_plan("fulltext");
+                    self.search_fulltext.fetch_add(1, Ordering::Relaxed);
                 }
+                let (sql, params) = &plan.exact;
+                self.exec_retrying(&mut conn, sql, params).await
             })
             .await?;
         let take = usize::from(query.take);
@@ -131,6 +138,24 @@ impl Store {
             .map(decode_product)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page { products, has_more })
+    }
+
+    /// Runs a read; a pooled connection can be dead after a database restart, and reads are
+    /// idempotent, so one retry on a fresh connection (replacing `conn`) hides the restart.
+    async fn exec_retrying(
+        &self,
+        conn: &mut PooledConn,
+        sql: &str,
+        params: &[mysql_async::Value],
+    ) -> Result<Vec<Row>, StoreError> {
+        match conn.exec(sql, params.to_vec()).await {
+            Ok(rows) => Ok(rows),
+            Err(error) if is_connection_error(&error) => {
+                *conn = self.request_connection().await?;
+                Ok(conn.exec(sql, params.to_vec()).await?)
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// `SELECT 1` within the deadline, for readiness.
@@ -152,6 +177,12 @@ impl Store {
     #[must_use]
     pub fn listing_queries(&self) -> u64 {
         self.listing_queries.load(Ordering::Relaxed)
+    }
+
+    /// How many search pages this store answered with FULLTEXT (after a walk that fell short).
+    #[must_use]
+    pub fn search_fulltext_pages(&self) -> u64 {
+        self.search_fulltext.load(Ordering::Relaxed)
     }
 
     /// A connection within the deadline, for the off-path jobs (migrate, seed, sync).

@@ -18,6 +18,26 @@ const COLUMNS: &str = "id, name, description, price, category, created_at, updat
 /// Every shape's SQL, indexed by [`shape_index`].
 pub struct Statements {
     texts: Vec<String>,
+    /// For search shapes: the bounded walk of the sort index tried before FULLTEXT.
+    windows: Vec<Option<String>>,
+}
+
+/// The statements that answer one listing, in the order they are tried.
+pub struct Plan<'a> {
+    /// Search only: the sort index walked over a bounded window, each row filtered by a regular
+    /// expression. Conclusive when it returns `take + 1` rows: those are the first matches in
+    /// the order served, as any match past the window comes later in that order.
+    pub window: Option<(&'a str, Vec<Value>)>,
+    /// The exact statement: an index range, or FULLTEXT gathering every match and sorting.
+    pub exact: (&'a str, Vec<Value>),
+}
+
+/// How many index entries a search page walks before handing over to FULLTEXT: a hundred per
+/// row wanted, so a word in 3 % of rows fills a page from the window with a wide margin, and at
+/// most 5,000 so the window itself stays a few milliseconds.
+#[must_use]
+pub fn search_window(take: u8) -> u64 {
+    (100 * (u64::from(take) + 1)).min(5_000)
 }
 
 impl Statements {
@@ -26,7 +46,26 @@ impl Statements {
         let texts = (0..SHAPES)
             .map(|index| build_sql(Shape::from_index(index)))
             .collect();
-        Statements { texts }
+        let windows = (0..SHAPES)
+            .map(|index| {
+                let shape = Shape::from_index(index);
+                shape.search.then(|| build_window_sql(shape))
+            })
+            .collect();
+        Statements { texts, windows }
+    }
+
+    /// The statements for `query`: for a search, the bounded walk first, FULLTEXT after.
+    #[must_use]
+    pub fn plan(&self, query: &ListingQuery) -> Plan<'_> {
+        let shape = Shape::of(query);
+        let window = self.windows[shape.index()]
+            .as_deref()
+            .map(|sql| (sql, window_parameters(query)));
+        Plan {
+            window,
+            exact: (&self.texts[shape.index()], parameters(query)),
+        }
     }
 
     /// The statement text and its parameters for `query`, reading `take + 1` rows.
@@ -98,14 +137,8 @@ fn build_sql(shape: Shape) -> String {
     };
     let mut sql = format!("SELECT {COLUMNS} FROM products");
     if !shape.search {
-        let index = match (shape.category, shape.sort.is_by_price()) {
-            (false, false) => "idx_products_created",
-            (false, true) => "idx_products_price",
-            (true, false) => "idx_products_category_created",
-            (true, true) => "idx_products_category_price",
-        };
         sql.push_str(" FORCE INDEX (");
-        sql.push_str(index);
+        sql.push_str(index_of(shape));
         sql.push(')');
     }
     sql.push_str(" WHERE 1 = 1");
@@ -136,19 +169,104 @@ fn build_sql(shape: Shape) -> String {
     sql
 }
 
-/// Parameters in the order [`build_sql`] places the placeholders.
-fn parameters(query: &ListingQuery) -> Vec<Value> {
+/// The index that serves `shape`'s order (with its category, if any).
+fn index_of(shape: Shape) -> &'static str {
+    match (shape.category, shape.sort.is_by_price()) {
+        (false, false) => "idx_products_created",
+        (false, true) => "idx_products_price",
+        (true, false) => "idx_products_category_created",
+        (true, true) => "idx_products_category_price",
+    }
+}
+
+/// A search page as a walk of the sort index: the derived table reads at most `window` entries
+/// from the position (index only), the outer query keeps the rows whose name or description
+/// has every search word at a word start, and sorts those few. Price bounds go inside when the
+/// index is ordered by price (they bound its range), outside otherwise (so they cannot stretch
+/// the walk past its window).
+fn build_window_sql(shape: Shape) -> String {
+    let by_price = shape.sort.is_by_price();
+    let key = if by_price { "price" } else { "created_at" };
+    let (direction, before) = if shape.sort.is_descending() {
+        ("DESC", "<")
+    } else {
+        ("ASC", ">")
+    };
+    let price_bounds = |sql: &mut String, column: &str| {
+        if shape.min_price {
+            let _ = write!(sql, " AND {column} >= CAST(? AS DECIMAL(12,2))");
+        }
+        if shape.max_price {
+            let _ = write!(sql, " AND {column} <= CAST(? AS DECIMAL(12,2))");
+        }
+    };
+    let mut sql = format!(
+        "SELECT p.id, p.name, p.description, p.price, p.category, p.created_at, p.updated_at \
+         FROM (SELECT id FROM products FORCE INDEX ({}) WHERE 1 = 1",
+        index_of(shape)
+    );
+    if shape.category {
+        sql.push_str(" AND category = ?");
+    }
+    if by_price {
+        price_bounds(&mut sql, "price");
+    }
+    if shape.after {
+        let bound = if by_price {
+            "CAST(? AS DECIMAL(12,2))"
+        } else {
+            "?"
+        };
+        let _ = write!(
+            sql,
+            " AND ({key} {before} {bound} OR ({key} = {bound} AND id {before} ?))"
+        );
+    }
+    let _ = write!(
+        sql,
+        " ORDER BY {key} {direction}, id {direction} LIMIT ?) AS w \
+         JOIN products p ON p.id = w.id WHERE CONCAT_WS(' ', p.name, p.description) REGEXP ?"
+    );
+    if !by_price {
+        price_bounds(&mut sql, "p.price");
+    }
+    let _ = write!(
+        sql,
+        " ORDER BY p.{key} {direction}, p.id {direction} LIMIT ?"
+    );
+    sql
+}
+
+/// Parameters in the order [`build_window_sql`] places the placeholders.
+fn window_parameters(query: &ListingQuery) -> Vec<Value> {
     let filters = &query.filters;
-    let mut params = Vec::with_capacity(8);
+    let by_price = query.sort.is_by_price();
+    let prices: Vec<Value> = [filters.min_price, filters.max_price]
+        .into_iter()
+        .flatten()
+        .map(|price| Value::Bytes(price.to_decimal_string().into_bytes()))
+        .collect();
+    let mut params = Vec::with_capacity(10);
     if let Some(category) = &filters.category {
         params.push(Value::Bytes(category.as_bytes().to_vec()));
     }
+    if by_price {
+        params.extend(prices.iter().cloned());
+    }
+    push_position(&mut params, query);
+    params.push(Value::UInt(search_window(query.take)));
     if let Some(search) = &filters.search {
-        params.push(Value::Bytes(search.boolean_mode_expression().into_bytes()));
+        params.push(Value::Bytes(search.word_start_pattern().into_bytes()));
     }
-    for price in [filters.min_price, filters.max_price].into_iter().flatten() {
-        params.push(Value::Bytes(price.to_decimal_string().into_bytes()));
+    if !by_price {
+        params.extend(prices);
     }
+    params.push(Value::UInt(u64::from(query.take) + 1));
+    params
+}
+
+/// The cursor's key twice and its id, for the keyset condition.
+fn push_position(params: &mut Vec<Value>, query: &ListingQuery) {
     if let Some(after) = query.after {
         let key = if query.sort.is_by_price() {
             Value::Bytes(
@@ -163,6 +281,22 @@ fn parameters(query: &ListingQuery) -> Vec<Value> {
         params.push(key);
         params.push(Value::UInt(after.id));
     }
+}
+
+/// Parameters in the order [`build_sql`] places the placeholders.
+fn parameters(query: &ListingQuery) -> Vec<Value> {
+    let filters = &query.filters;
+    let mut params = Vec::with_capacity(8);
+    if let Some(category) = &filters.category {
+        params.push(Value::Bytes(category.as_bytes().to_vec()));
+    }
+    if let Some(search) = &filters.search {
+        params.push(Value::Bytes(search.boolean_mode_expression().into_bytes()));
+    }
+    for price in [filters.min_price, filters.max_price].into_iter().flatten() {
+        params.push(Value::Bytes(price.to_decimal_string().into_bytes()));
+    }
+    push_position(&mut params, query);
     params.push(Value::UInt(u64::from(query.take) + 1));
     params
 }
@@ -231,8 +365,13 @@ mod tests {
                 },
                 after: shape.after.then_some(Position { key: 5, id: 6 }),
             };
-            let (sql, params) = statements.for_query(&query);
+            let plan = statements.plan(&query);
+            let (sql, params) = &plan.exact;
             assert_eq!(sql.matches('?').count(), params.len(), "{sql}");
+            assert_eq!(plan.window.is_some(), shape.search);
+            if let Some((sql, params)) = &plan.window {
+                assert_eq!(sql.matches('?').count(), params.len(), "{sql}");
+            }
         }
     }
 

@@ -236,3 +236,30 @@ async fn pages_have_the_documented_shape_and_link() {
     app.stop().await;
     database.drop_database().await;
 }
+
+#[tokio::test]
+async fn a_common_word_is_served_by_the_index_walk_and_a_rare_word_by_fulltext() {
+    let database = TestDatabase::seeded(ROWS).await;
+    let app = spawn_app(&Options::new(&database)).await;
+    let fulltext_pages = || app.app.store().search_fulltext_pages();
+
+    // "classic" is in ~2.5 % of rows: a window of 2,100 index entries holds ~50 matches.
+    for sort in ["-created_at", "created_at", "price", "-price"] {
+        let url = format!("/products/v1?search=classic&sort={sort}");
+        let reply = app.get(&url).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.json()["data"].as_array().unwrap().len(), 20, "{url}");
+    }
+    assert_eq!(
+        fulltext_pages(),
+        0,
+        "every common-word page came from the walk"
+    );
+
+    // A rare word is not in the window: FULLTEXT answers, with the same rows the walk would.
+    let reply = app.get("/products/v1?search=zephyrine").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(fulltext_pages(), 1);
+    app.stop().await;
+    database.drop_database().await;
+}
