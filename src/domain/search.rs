@@ -96,6 +96,18 @@ impl SearchTerms {
         pattern
     }
 
+    /// A `LIKE` pattern every match satisfies: the longest word anywhere (`%walnut%`); the most
+    /// selective cheap test before the regular expression. Words hold no `%` or `_`.
+    #[must_use]
+    pub fn substring_pattern(&self) -> String {
+        let longest = self
+            .words
+            .iter()
+            .max_by_key(|word| word.chars().count())
+            .map_or("", String::as_str);
+        format!("%{longest}%")
+    }
+
     #[must_use]
     pub fn boolean_mode_expression(&self) -> String {
         let mut expression = String::with_capacity(self.words.iter().map(|w| w.len() + 3).sum());
@@ -128,6 +140,7 @@ mod tests {
             terms.word_start_pattern(),
             r"^(?=[\s\S]*\bclassic)(?=[\s\S]*\boak)"
         );
+        assert_eq!(terms.substring_pattern(), "%classic%");
     }
 
     fn words(text: &str) -> Result<Option<Vec<String>>, SearchError> {

@@ -181,7 +181,8 @@ fn index_of(shape: Shape) -> &'static str {
 
 /// A search page as a walk of the sort index: the derived table reads at most `window` entries
 /// from the position (index only), the outer query keeps the rows whose name or description
-/// has every search word at a word start, and sorts those few. Price bounds go inside when the
+/// has every search word at a word start, and sorts those few. A `LIKE` on the longest word
+/// goes first: it is implied by the regular expression and rejects most rows at half the cost. Price bounds go inside when the
 /// index is ordered by price (they bound its range), outside otherwise (so they cannot stretch
 /// the walk past its window).
 fn build_window_sql(shape: Shape) -> String {
@@ -225,7 +226,9 @@ fn build_window_sql(shape: Shape) -> String {
     let _ = write!(
         sql,
         " ORDER BY {key} {direction}, id {direction} LIMIT ?) AS w \
-         JOIN products p ON p.id = w.id WHERE CONCAT_WS(' ', p.name, p.description) REGEXP ?"
+         JOIN products p ON p.id = w.id \
+         WHERE CONCAT_WS(' ', p.name, p.description) LIKE ? \
+         AND CONCAT_WS(' ', p.name, p.description) REGEXP ?"
     );
     if !by_price {
         price_bounds(&mut sql, "p.price");
@@ -256,6 +259,7 @@ fn window_parameters(query: &ListingQuery) -> Vec<Value> {
     push_position(&mut params, query);
     params.push(Value::UInt(search_window(query.take)));
     if let Some(search) = &filters.search {
+        params.push(Value::Bytes(search.substring_pattern().into_bytes()));
         params.push(Value::Bytes(search.word_start_pattern().into_bytes()));
     }
     if !by_price {
