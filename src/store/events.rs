@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Transaction, TxOpts, Value};
+use mysql_async::{IsolationLevel, Transaction, TxOpts, Value};
 
 use super::sql::{datetime_value, timestamp_of};
 use super::{Store, StoreError};
@@ -82,7 +82,14 @@ impl Store {
                 Ok(conn)
             })
             .await?;
-        let mut tx = conn.start_transaction(TxOpts::default()).await?;
+        // READ COMMITTED: under REPEATABLE READ the `UPDATE products … WHERE external_id = ?` of
+        // a new product takes a gap lock, so two deliveries creating two new products both hold
+        // the gap and then deadlock on each other's INSERT (seen under concurrent deliveries,
+        // failing all three attempts). No gap lock is needed: changes of one product are
+        // serialised by its `external_versions` row lock, and the unique index guards ids.
+        let mut options = TxOpts::default();
+        options.with_isolation_level(IsolationLevel::ReadCommitted);
+        let mut tx = conn.start_transaction(options).await?;
         let recorded = tx
             .exec_drop(
                 "INSERT INTO webhook_events (event_id, event_type, received_at) VALUES (?, ?, UTC_TIMESTAMP(6))",
