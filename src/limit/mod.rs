@@ -17,6 +17,7 @@ pub mod policy;
 pub mod shared;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,8 @@ pub struct RateLimiter {
     webhook: Option<PolicyLimiter>,
     clients: ClientResolver,
     shared: SharedQuota,
+    /// Decisions taken by the divided local fallback (also `rate_limit_fallbacks_total`).
+    fallbacks: AtomicU64,
 }
 
 /// The outcome of one check, and the headers it puts on the response.
@@ -111,9 +114,16 @@ impl RateLimiter {
             webhook: build(PolicyKind::Webhook),
             clients: settings.clients.clone(),
             shared: SharedQuota::new(redis_url, namespace, settings.redis_timeout)?,
+            fallbacks: AtomicU64::new(0),
         });
         spawn_janitor(Arc::downgrade(&limiter));
         Ok(limiter)
+    }
+
+    /// How many decisions this limiter left to the local fallback (Redis unreachable).
+    #[must_use]
+    pub fn fallback_decisions(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
     }
 
     #[must_use]
@@ -183,6 +193,7 @@ impl RateLimiter {
             }
             None => {
                 crate::meter::rate_limit_fallback(limiter.policy.kind.name());
+                self.fallbacks.fetch_add(1, Ordering::Relaxed);
                 let outcome = limiter.check_fallback(client);
                 if let Outcome::Limited { retry_after } = outcome {
                     limiter.block(client, now + retry_after);

@@ -5,8 +5,10 @@
 //! sender's retry applies it. `external_versions` keeps the time of the newest change applied per
 //! product (also after a delete), so a late, older event changes nothing.
 
+use std::time::Duration;
+
 use mysql_async::prelude::Queryable;
-use mysql_async::{Transaction, TxOpts, Value};
+use mysql_async::{IsolationLevel, Transaction, TxOpts, Value};
 
 use super::sql::{datetime_value, timestamp_of};
 use super::{Store, StoreError};
@@ -25,43 +27,69 @@ pub enum Applied {
 
 /// How long a delivery waits for a concurrent delivery of the same event or product.
 const LOCK_WAIT_SECONDS: u32 = 5;
+/// [`LOCK_WAIT_SECONDS`] as a duration: part of the longest time a delivery may take.
+const LOCK_WAIT: Duration = Duration::from_secs(LOCK_WAIT_SECONDS as u64);
 const ER_DUP_ENTRY: u16 = 1062;
 const ER_LOCK_DEADLOCK: u16 = 1213;
 /// MySQL's error for a lock wait that ran out: another delivery of the event is in flight.
 pub const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 
 impl Store {
-    /// Applies one webhook event under its id, exactly once.
+    /// Applies one webhook event under its id, exactly once, within [`apply_deadline`]: a
+    /// database that stops answering (a dead network, a hung server) costs a delivery a bounded
+    /// time, never a hang. Past the deadline the database is taken as unavailable (503); the
+    /// transaction is rolled back, so the sender's retry applies the event.
     pub async fn apply_event(
         &self,
         event_id: &str,
         event: &ProductEvent,
     ) -> Result<Applied, StoreError> {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match self.try_apply_event(event_id, event).await {
-                Err(StoreError::Database(error))
-                    if server_code(&error) == Some(ER_LOCK_DEADLOCK) && attempts < 3 =>
-                {
-                    tracing::debug!(event_id, "deadlock applying an event; retrying");
+        let deadline = apply_deadline(self.query_timeout);
+        let attempts = async {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                match self.try_apply_event(event_id, event).await {
+                    Err(StoreError::Database(error))
+                        if server_code(&error) == Some(ER_LOCK_DEADLOCK) && attempts < 3 =>
+                    {
+                        tracing::debug!(event_id, "deadlock applying an event; retrying");
+                    }
+                    outcome => return outcome,
                 }
-                outcome => return outcome,
             }
-        }
+        };
+        tokio::time::timeout(deadline, attempts)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(deadline)))
     }
 
+    /// One attempt. The set-up waits for no lock, so it gets the query deadline: a dead pooled
+    /// connection fails the delivery fast. The transaction may wait for a concurrent delivery's
+    /// locks, so only the caller's deadline bounds it.
     async fn try_apply_event(
         &self,
         event_id: &str,
         event: &ProductEvent,
     ) -> Result<Applied, StoreError> {
-        let mut conn = self.request_connection().await?;
-        conn.query_drop(format!(
-            "SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}"
-        ))
-        .await?;
-        let mut tx = conn.start_transaction(TxOpts::default()).await?;
+        let mut conn = self
+            .bounded(async {
+                let mut conn = self.request_connection().await?;
+                conn.query_drop(format!(
+                    "SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}"
+                ))
+                .await?;
+                Ok::<_, StoreError>(conn)
+            })
+            .await?;
+        // READ COMMITTED: under REPEATABLE READ the `UPDATE products … WHERE external_id = ?` of
+        // a new product takes a gap lock, so two deliveries creating two new products both hold
+        // the gap and then deadlock on each other's INSERT (seen under concurrent deliveries,
+        // failing all three attempts). No gap lock is needed: changes of one product are
+        // serialised by its `external_versions` row lock, and the unique index guards ids.
+        let mut options = TxOpts::default();
+        options.with_isolation_level(IsolationLevel::ReadCommitted);
+        let mut tx = conn.start_transaction(options).await?;
         let recorded = tx
             .exec_drop(
                 "INSERT INTO webhook_events (event_id, event_type, received_at) VALUES (?, ?, UTC_TIMESTAMP(6))",
@@ -79,6 +107,13 @@ impl Store {
         tx.commit().await?;
         Ok(applied)
     }
+}
+
+/// The longest applying an event may take: the lock wait for a concurrent delivery plus the
+/// query deadline for its own statements.
+#[must_use]
+pub fn apply_deadline(query_timeout: Duration) -> Duration {
+    LOCK_WAIT + query_timeout
 }
 
 /// Applies `event` inside `tx` unless a newer change of the same product was applied already.

@@ -3,6 +3,7 @@
 
 mod caching;
 mod errors;
+mod faults;
 mod helpers;
 mod listing;
 mod observability;
