@@ -101,16 +101,20 @@ async fn deliver(user: &mut GooseUser) -> TransactionResult {
         Plan::New => {
             let sent = new_event(user.weighted_users_index, history.next_sequence);
             history.next_sequence += 1;
-            remember(
-                &mut history.sent,
-                sent.clone(),
-                rand::random_range(0..usize::MAX),
-            );
             (sent, "processed", "webhook: new event")
         }
     };
+    // Saved before sending, so a failed delivery's sequence number is never reused.
     user.set_session_data(history);
-    post(user, &sent, expected, name).await
+    post(user, &sent, expected, name).await?;
+    // Only an event the service processed is a duplicate when sent again: a failed
+    // delivery is rolled back, and its retry is (rightly) processed.
+    if planned == Plan::New {
+        if let Some(history) = user.get_session_data_mut::<History>() {
+            remember(&mut history.sent, sent, rand::random_range(0..usize::MAX));
+        }
+    }
+    Ok(())
 }
 
 /// Adds a delivery to the history, replacing a random one once it is full.
