@@ -39,7 +39,7 @@ pub const SORTS: [&str; 4] = ["-created_at", "created_at", "price", "-price"];
 
 /// A random element of `items`: scenarios spread load over categories and sorts so
 /// one cached page does not answer every request.
-pub fn pick<'a>(items: &[&'a str]) -> &'a str {
+pub fn pick<T: Copy>(items: &[T]) -> T {
     items[rand::random_range(0..items.len())]
 }
 
@@ -53,16 +53,36 @@ pub struct Page {
 }
 
 /// The query of one listing request. A follow-up page repeats the first page's
-/// `take`, `category` and `sort` next to the cursor, as a client paging a list does.
+/// `take`, filters and `sort` next to the cursor, as a client paging a list does.
 #[derive(Debug, Clone, Copy)]
 pub struct Listing<'a> {
     pub take: usize,
     pub category: Option<&'a str>,
     pub sort: Option<&'a str>,
     pub cursor: Option<&'a str>,
+    /// `search`: words that must all appear in name or description.
+    pub search: Option<&'a str>,
+    /// `min_price`, in cents (sent as a decimal with two places).
+    pub min_price_cents: Option<u64>,
+    /// `max_price`, in cents.
+    pub max_price_cents: Option<u64>,
 }
 
-impl Listing<'_> {
+impl<'a> Listing<'a> {
+    /// A first page of `take` items with no filter and the default sort; scenarios
+    /// set what they need with struct update syntax.
+    pub fn new(take: usize) -> Listing<'a> {
+        Listing {
+            take,
+            category: None,
+            sort: None,
+            cursor: None,
+            search: None,
+            min_price_cents: None,
+            max_price_cents: None,
+        }
+    }
+
     /// The request path with its query, every value percent-encoded: cursors are
     /// base64url today, but they are opaque and may not stay URL-safe.
     pub fn path(&self) -> String {
@@ -74,11 +94,26 @@ impl Listing<'_> {
         if let Some(sort) = self.sort {
             query.append_pair("sort", sort);
         }
+        if let Some(search) = self.search {
+            query.append_pair("search", search);
+        }
+        if let Some(cents) = self.min_price_cents {
+            query.append_pair("min_price", &format_price(cents));
+        }
+        if let Some(cents) = self.max_price_cents {
+            query.append_pair("max_price", &format_price(cents));
+        }
         if let Some(cursor) = self.cursor {
             query.append_pair("cursor", cursor);
         }
         format!("/products/v1?{}", query.finish())
     }
+}
+
+/// Cents as the API's decimal price (`1234` → `12.34`), without a float on the way:
+/// the service takes at most two decimal places.
+pub fn format_price(cents: u64) -> String {
+    format!("{}.{:02}", cents / 100, cents % 100)
 }
 
 /// Parses and checks a listing body: `data` is an array of at most `take` items,
@@ -164,8 +199,32 @@ pub async fn fetch_page(
     }
 }
 
+/// Reads `first`, then follows `next_cursor` for up to `more_pages` pages with the
+/// same query, as a client paging a list does. A last page (`next_cursor` null) ends
+/// the walk early without an error.
+pub async fn follow(
+    user: &mut GooseUser,
+    first: Listing<'_>,
+    more_pages: usize,
+    first_name: &str,
+    next_name: &str,
+) -> TransactionResult {
+    let mut page = fetch_page(user, first, first_name).await?;
+    for _ in 0..more_pages {
+        let Some(cursor) = page.next_cursor.take() else {
+            break;
+        };
+        let next = Listing {
+            cursor: Some(&cursor),
+            ..first
+        };
+        page = fetch_page(user, next, next_name).await?;
+    }
+    Ok(())
+}
+
 /// Marks a request failed and returns the error that ends the transaction.
-fn fail<T>(
+pub fn fail<T>(
     user: &mut GooseUser,
     tag: &str,
     request: &mut GooseRequestMetric,
@@ -182,26 +241,32 @@ mod tests {
     #[test]
     fn path_encodes_every_value() {
         let listing = Listing {
-            take: 20,
             category: Some("mens-shoes"),
             sort: Some("-price"),
             cursor: Some("a+b/c=="),
+            search: Some("oak lamp"),
+            min_price_cents: Some(1_005),
+            max_price_cents: Some(250_000),
+            ..Listing::new(20)
         };
         assert_eq!(
             listing.path(),
-            "/products/v1?take=20&category=mens-shoes&sort=-price&cursor=a%2Bb%2Fc%3D%3D"
+            "/products/v1?take=20&category=mens-shoes&sort=-price&search=oak+lamp\
+             &min_price=10.05&max_price=2500.00&cursor=a%2Bb%2Fc%3D%3D"
         );
     }
 
     #[test]
     fn path_leaves_out_unset_values() {
-        let listing = Listing {
-            take: 5,
-            category: None,
-            sort: None,
-            cursor: None,
-        };
-        assert_eq!(listing.path(), "/products/v1?take=5");
+        assert_eq!(Listing::new(5).path(), "/products/v1?take=5");
+    }
+
+    #[test]
+    fn prices_keep_two_places() {
+        assert_eq!(format_price(0), "0.00");
+        assert_eq!(format_price(7), "0.07");
+        assert_eq!(format_price(1_250), "12.50");
+        assert_eq!(format_price(500_000), "5000.00");
     }
 
     #[test]

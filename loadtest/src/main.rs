@@ -5,6 +5,8 @@
 mod api;
 mod host;
 mod scenarios;
+mod server_metrics;
+mod signing;
 mod summary;
 mod thresholds;
 
@@ -62,6 +64,21 @@ struct Cli {
     )]
     allow_remote: bool,
 
+    /// Key to sign webhook deliveries with (`whsec_` + base64), as the service's
+    /// `WEBHOOK_SECRET`; needed by `webhook` and `mixed`.
+    #[arg(
+        long,
+        env = "WEBHOOK_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET",
+        help_heading = "Scenarios"
+    )]
+    webhook_secret: Option<String>,
+
+    /// Do not scrape the service's /metrics before and after the run.
+    #[arg(long, help_heading = "Scenarios")]
+    no_server_metrics: bool,
+
     #[command(flatten)]
     goose: GooseConfiguration,
 }
@@ -102,24 +119,17 @@ async fn run(mut cli: Cli, test_plan_given: bool) -> Result<ExitCode, String> {
     }
     if !render_only {
         add_default_reports(&mut cli.goose, cli.scenario)?;
+        set_up_webhooks(cli.scenario, cli.webhook_secret.as_deref())?;
     }
+    let scrape = !render_only && !cli.no_server_metrics && !cli.goose.no_metrics;
+    let before = if scrape {
+        server_buckets(&target, "before").await
+    } else {
+        None
+    };
 
     let reports = cli.goose.report_file.clone();
-    let attack = GooseAttack::initialize_with_config(cli.goose)
-        .map_err(|e| e.to_string())?
-        .register_scenario(cli.scenario.build().map_err(|e| e.to_string())?);
-    // A goose `--threshold` that failed still hands back the run's metrics: judge them
-    // too, and report goose's verdict alongside ours.
-    let (metrics, goose_verdict) = match Box::pin(attack.execute()).await {
-        Ok(metrics) => (metrics, None),
-        Err(error) => {
-            let message = error.to_string();
-            match error {
-                GooseError::ThresholdsFailed { metrics, .. } => (*metrics.0, Some(message)),
-                _ => return Err(message),
-            }
-        }
-    };
+    let (metrics, goose_verdict) = Box::pin(attack(cli.goose, cli.scenario)).await?;
     if render_only {
         return Ok(ExitCode::SUCCESS);
     }
@@ -132,12 +142,101 @@ async fn run(mut cli: Cli, test_plan_given: bool) -> Result<ExitCode, String> {
          0.8% wide; server-side and sub-millisecond percentiles should come from the \
          service's /metrics or wrk."
     );
+    let server = match before {
+        Some(before) => server_buckets(&target, "after")
+            .await
+            .map(|after| after.since(&before)),
+        None => None,
+    };
+    if let Some(server) = &server {
+        print_server_side(server, total.requests);
+    }
     for report in &reports {
         println!("report: {report}");
     }
+    println!(
+        "{}",
+        summary::machine_line(
+            cli.scenario.as_str(),
+            &total,
+            metrics.duration,
+            server.as_ref()
+        )
+    );
 
     let mut violations = thresholds::evaluate(&rows, &total, limits);
     violations.extend(goose_verdict);
+    Ok(verdict(&violations, &total, limits))
+}
+
+/// Runs goose. A goose `--threshold` that failed still hands back the run's
+/// metrics: they are judged too, and goose's verdict is reported alongside ours.
+async fn attack(
+    config: GooseConfiguration,
+    scenario: ScenarioName,
+) -> Result<(GooseMetrics, Option<String>), String> {
+    let mut attack = GooseAttack::initialize_with_config(config).map_err(|e| e.to_string())?;
+    for built in scenario.build().map_err(|e| e.to_string())? {
+        attack = attack.register_scenario(built);
+    }
+    match Box::pin(attack.execute()).await {
+        Ok(metrics) => Ok((metrics, None)),
+        Err(error) => {
+            let message = error.to_string();
+            match error {
+                GooseError::ThresholdsFailed { metrics, .. } => Ok((*metrics.0, Some(message))),
+                _ => Err(message),
+            }
+        }
+    }
+}
+
+/// Gives the webhook scenarios their signing key, or refuses to start without one:
+/// every unsigned delivery would fail, which says nothing about the service.
+fn set_up_webhooks(scenario: ScenarioName, secret: Option<&str>) -> Result<(), String> {
+    if !scenario.sends_webhooks() {
+        return Ok(());
+    }
+    let secret = secret.ok_or_else(|| {
+        format!(
+            "scenario {} signs webhook deliveries: give --webhook-secret or WEBHOOK_SECRET \
+             (the service's own secret)",
+            scenario.as_str()
+        )
+    })?;
+    let signer = signing::Signer::parse(secret).map_err(|e| e.to_string())?;
+    scenarios::webhook::set_signer(signer);
+    Ok(())
+}
+
+/// The service's request-duration buckets, or `None` with a warning: the
+/// server-side view is extra information, never a reason to fail a run.
+async fn server_buckets(target: &str, when: &str) -> Option<server_metrics::Buckets> {
+    match server_metrics::scrape(target).await {
+        Ok(buckets) => Some(buckets),
+        Err(error) => {
+            eprintln!("warning: no server-side figures ({when} the run): {error}");
+            None
+        }
+    }
+}
+
+fn print_server_side(server: &server_metrics::Buckets, client_requests: usize) {
+    println!(
+        "server-side (/metrics, {} requests answered during the run; goose sent {}):",
+        server.total(),
+        client_requests
+    );
+    for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
+        println!("  {label} {}", server_metrics::describe(server.quantile(q)));
+    }
+    println!(
+        "  (interpolated inside the service's histogram buckets: no finer than the bucket shown)"
+    );
+}
+
+/// Prints PASS or each FAIL, and returns the exit status.
+fn verdict(violations: &[String], total: &thresholds::RequestStats, limits: Limits) -> ExitCode {
     if violations.is_empty() {
         println!(
             "PASS: error rate {:.4}% <= {:.4}%, every p99 <= {} ms",
@@ -145,12 +244,12 @@ async fn run(mut cli: Cli, test_plan_given: bool) -> Result<ExitCode, String> {
             limits.max_error_rate * 100.0,
             thresholds::format_ms(limits.max_p99_us)
         );
-        Ok(ExitCode::SUCCESS)
+        ExitCode::SUCCESS
     } else {
-        for violation in &violations {
+        for violation in violations {
             eprintln!("FAIL: {violation}");
         }
-        Ok(ExitCode::FAILURE)
+        ExitCode::FAILURE
     }
 }
 

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use goose::metrics::{GooseMetrics, GooseRequestMetricAggregate, GooseRequestMetricTimingData};
 
+use crate::server_metrics::Buckets;
 use crate::thresholds::{format_ms, RequestStats};
 
 /// The name of the row that covers every request.
@@ -101,6 +102,42 @@ pub fn table(rows: &[RequestStats], total: &RequestStats) -> String {
     out
 }
 
+/// One line for scripts (`perf/load` builds its table from it): `summary` then
+/// tab-separated `key=value` pairs. Times in ms; `-` where there is no figure.
+pub fn machine_line(
+    scenario: &str,
+    total: &RequestStats,
+    duration_seconds: usize,
+    server: Option<&Buckets>,
+) -> String {
+    let server_ms = |q: f64| {
+        server
+            .and_then(|buckets| buckets.quantile(q))
+            .map_or_else(|| "-".to_string(), |q| format!("{:.3}", q.seconds * 1000.0))
+    };
+    format!(
+        "summary\tscenario={scenario}\trequests={}\trps={}\terrors={}\tp50_ms={}\tp99_ms={}\t\
+         server_p50_ms={}\tserver_p99_ms={}",
+        total.requests,
+        per_second(total.requests, duration_seconds),
+        total.errors,
+        format_ms(total.p50_us),
+        format_ms(total.p99_us),
+        server_ms(0.5),
+        server_ms(0.99),
+    )
+}
+
+/// Requests per second with one decimal, `-` for a run of no measurable length.
+#[allow(clippy::cast_precision_loss)] // counts stay far below 2^52
+fn per_second(requests: usize, seconds: usize) -> String {
+    if seconds == 0 {
+        "-".to_string()
+    } else {
+        format!("{:.1}", requests as f64 / seconds as f64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +185,24 @@ mod tests {
         assert!(lines.iter().all(|line| line.len() == lines[0].len()));
         assert!(lines[1].contains("0.412") && lines[1].contains("1.500"));
         assert!(lines[2].starts_with(TOTAL));
+    }
+
+    #[test]
+    fn machine_line_has_every_field() {
+        let total = RequestStats {
+            name: TOTAL.into(),
+            requests: 1_000,
+            errors: 2,
+            p50_us: 412,
+            p99_us: 1_500,
+        };
+        let server = Buckets(vec![(0.005, 1_000), (f64::INFINITY, 1_000)]);
+        assert_eq!(
+            machine_line("browse", &total, 20, Some(&server)),
+            "summary\tscenario=browse\trequests=1000\trps=50.0\terrors=2\tp50_ms=0.412\t\
+             p99_ms=1.500\tserver_p50_ms=2.500\tserver_p99_ms=4.950"
+        );
+        assert!(machine_line("x", &total, 0, None).contains("rps=-\terrors=2"));
+        assert!(machine_line("x", &total, 0, None).ends_with("server_p99_ms=-"));
     }
 }

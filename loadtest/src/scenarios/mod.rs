@@ -1,7 +1,16 @@
 //! One module per scenario. [`ScenarioName`] is the command line's list of them: adding
-//! a scenario is a new module, a variant here and its arms in `build` and `defaults`.
+//! a scenario is a new module, a variant here and its arms in `as_str`, `build` and
+//! `defaults`.
 
+mod browse;
+mod deep;
+mod filter;
+mod mixed;
+mod search;
 mod smoke;
+pub mod webhook;
+
+use std::time::Duration;
 
 use clap::ValueEnum;
 use goose::prelude::*;
@@ -11,6 +20,18 @@ use goose::prelude::*;
 pub enum ScenarioName {
     /// Health check plus three listing pages per iteration: does the API answer at all.
     Smoke,
+    /// First pages of random categories and sorts: the cached path.
+    Browse,
+    /// Each user walks a sort page after page with cursors: deep keyset pages.
+    Deep,
+    /// Category and price range, first and second page: mostly database reads.
+    Filter,
+    /// Common and rare words, alone and with a category.
+    Search,
+    /// Signed webhook deliveries, one in five a duplicate (needs --webhook-secret).
+    Webhook,
+    /// All of the above but smoke, weighted, with think time between iterations.
+    Mixed,
 }
 
 /// Load shape a scenario runs with unless the command line says otherwise. Each
@@ -25,24 +46,85 @@ pub struct RunDefaults {
     pub run_time: &'static str,
 }
 
+/// How a user paces its iterations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Back to back: a scenario run alone measures how much the service does.
+    Closed,
+    /// With a pause between iterations, as people and polite clients do: in `mixed`,
+    /// the user count then means concurrent clients rather than request loops.
+    Think,
+}
+
+impl Pace {
+    /// A user's pause between iterations under [`Pace::Think`].
+    pub const THINK: (Duration, Duration) = (Duration::from_millis(50), Duration::from_millis(150));
+
+    /// Sets `scenario`'s wait time for this pace.
+    pub fn apply(self, scenario: Scenario) -> Result<Scenario, GooseError> {
+        match self {
+            Pace::Closed => Ok(scenario),
+            Pace::Think => scenario.set_wait_time(Pace::THINK.0, Pace::THINK.1),
+        }
+    }
+}
+
 impl ScenarioName {
     /// The name as typed on the command line and used in report file names.
     pub fn as_str(self) -> &'static str {
         match self {
             ScenarioName::Smoke => "smoke",
+            ScenarioName::Browse => "browse",
+            ScenarioName::Deep => "deep",
+            ScenarioName::Filter => "filter",
+            ScenarioName::Search => "search",
+            ScenarioName::Webhook => "webhook",
+            ScenarioName::Mixed => "mixed",
         }
     }
 
-    /// The goose scenario to register.
-    pub fn build(self) -> Result<Scenario, GooseError> {
+    /// The goose scenarios to register (several for `mixed`).
+    pub fn build(self) -> Result<Vec<Scenario>, GooseError> {
+        let pace = Pace::Closed;
         match self {
-            ScenarioName::Smoke => smoke::scenario(),
+            ScenarioName::Smoke => smoke::scenario().map(|s| vec![s]),
+            ScenarioName::Browse => browse::scenario(pace).map(|s| vec![s]),
+            ScenarioName::Deep => deep::scenario(pace).map(|s| vec![s]),
+            ScenarioName::Filter => filter::scenario(pace).map(|s| vec![s]),
+            ScenarioName::Search => search::scenario(pace).map(|s| vec![s]),
+            ScenarioName::Webhook => webhook::scenario(pace).map(|s| vec![s]),
+            ScenarioName::Mixed => mixed::scenarios(),
         }
     }
 
     pub fn defaults(self) -> RunDefaults {
         match self {
             ScenarioName::Smoke => smoke::DEFAULTS,
+            ScenarioName::Browse => browse::DEFAULTS,
+            ScenarioName::Deep => deep::DEFAULTS,
+            ScenarioName::Filter => filter::DEFAULTS,
+            ScenarioName::Search => search::DEFAULTS,
+            ScenarioName::Webhook => webhook::DEFAULTS,
+            ScenarioName::Mixed => mixed::DEFAULTS,
+        }
+    }
+
+    /// Whether the scenario signs webhook deliveries, so needs the secret.
+    pub fn sends_webhooks(self) -> bool {
+        matches!(self, ScenarioName::Webhook | ScenarioName::Mixed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scenario_builds() {
+        for name in ScenarioName::value_variants() {
+            let scenarios = name.build().unwrap();
+            assert!(!scenarios.is_empty(), "{}", name.as_str());
+            assert!(name.defaults().users > 0);
         }
     }
 }

@@ -40,21 +40,16 @@ async fn health(user: &mut GooseUser) -> TransactionResult {
 /// cursor. A last page (`next_cursor` null) ends the walk early without an error.
 async fn paginate(user: &mut GooseUser) -> TransactionResult {
     let first = Listing {
-        take: TAKE,
         category: Some(api::pick(&api::CATEGORIES)),
         sort: Some(api::pick(&api::SORTS)),
-        cursor: None,
+        ..Listing::new(TAKE)
     };
-    let mut page = api::fetch_page(user, first, "/products/v1 first page").await?;
-    for _ in 0..FOLLOW_PAGES {
-        let Some(cursor) = page.next_cursor.take() else {
-            break;
-        };
-        let next = Listing {
-            cursor: Some(&cursor),
-            ..first
-        };
-        page = api::fetch_page(user, next, "/products/v1 next page").await?;
-    }
-    Ok(())
+    api::follow(
+        user,
+        first,
+        FOLLOW_PAGES,
+        "/products/v1 first page",
+        "/products/v1 next page",
+    )
+    .await
 }
