@@ -130,10 +130,10 @@ fn build_sql(shape: Shape) -> String {
     } else {
         "created_at"
     };
-    let (direction, before) = if shape.sort.is_descending() {
-        ("DESC", "<")
+    let direction = if shape.sort.is_descending() {
+        "DESC"
     } else {
-        ("ASC", ">")
+        "ASC"
     };
     let mut sql = format!("SELECT {COLUMNS} FROM products");
     if !shape.search {
@@ -154,19 +154,27 @@ fn build_sql(shape: Shape) -> String {
     if shape.max_price {
         sql.push_str(" AND price <= CAST(? AS DECIMAL(12,2))");
     }
-    if shape.after {
-        let bound = if shape.sort.is_by_price() {
-            "CAST(? AS DECIMAL(12,2))"
-        } else {
-            "?"
-        };
-        let _ = write!(
-            sql,
-            " AND ({key} {before} {bound} OR ({key} = {bound} AND id {before} ?))"
-        );
-    }
+    push_keyset(&mut sql, shape);
     let _ = write!(sql, " ORDER BY {key} {direction}, id {direction} LIMIT ?");
     sql
+}
+
+/// "Strictly after the cursor" in the order served, as index ranges on both engines
+/// (`k < ? OR (k = ? AND id < ?)`, not a row constructor).
+fn push_keyset(sql: &mut String, shape: Shape) {
+    if !shape.after {
+        return;
+    }
+    let (key, bound) = if shape.sort.is_by_price() {
+        ("price", "CAST(? AS DECIMAL(12,2))")
+    } else {
+        ("created_at", "?")
+    };
+    let before = if shape.sort.is_descending() { "<" } else { ">" };
+    let _ = write!(
+        sql,
+        " AND ({key} {before} {bound} OR ({key} = {bound} AND id {before} ?))"
+    );
 }
 
 /// The index that serves `shape`'s order (with its category, if any).
@@ -188,10 +196,10 @@ fn index_of(shape: Shape) -> &'static str {
 fn build_window_sql(shape: Shape) -> String {
     let by_price = shape.sort.is_by_price();
     let key = if by_price { "price" } else { "created_at" };
-    let (direction, before) = if shape.sort.is_descending() {
-        ("DESC", "<")
+    let direction = if shape.sort.is_descending() {
+        "DESC"
     } else {
-        ("ASC", ">")
+        "ASC"
     };
     let price_bounds = |sql: &mut String, column: &str| {
         if shape.min_price {
@@ -212,17 +220,7 @@ fn build_window_sql(shape: Shape) -> String {
     if by_price {
         price_bounds(&mut sql, "price");
     }
-    if shape.after {
-        let bound = if by_price {
-            "CAST(? AS DECIMAL(12,2))"
-        } else {
-            "?"
-        };
-        let _ = write!(
-            sql,
-            " AND ({key} {before} {bound} OR ({key} = {bound} AND id {before} ?))"
-        );
-    }
+    push_keyset(&mut sql, shape);
     let _ = write!(
         sql,
         " ORDER BY {key} {direction}, id {direction} LIMIT ?) AS w \
