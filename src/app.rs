@@ -119,7 +119,10 @@ impl App {
             return self.dispatch(route, request).await;
         };
         let client = self.limiter.clients().resolve(peer, request.headers());
-        let conditional = request.headers().contains_key(IF_NONE_MATCH);
+        // Only reads are answered before they are charged: a write must not happen and then
+        // be refused.
+        let conditional =
+            request.method().is_safe() && request.headers().contains_key(IF_NONE_MATCH);
         if conditional && !self.limiter.is_blocked(kind, &client) {
             let response = self.dispatch(route, request).await;
             if response.status() == StatusCode::NOT_MODIFIED {
