@@ -124,24 +124,13 @@ impl L2 {
             crate::meter::redis_fallback();
             return None;
         }
-        let outcome =
-            tokio::time::timeout(self.settings.timeout, command(self.connection.clone())).await;
-        match outcome {
-            Ok(Ok(value)) => {
-                self.breaker.record_success();
-                Some(value)
-            }
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "redis call failed; treating as a miss");
-                self.breaker.record_failure();
-                None
-            }
-            Err(_) => {
-                tracing::debug!("redis call timed out; treating as a miss");
-                self.breaker.record_failure();
-                None
-            }
-        }
+        self.breaker
+            .run(
+                self.settings.timeout,
+                "treating as a miss",
+                command(self.connection.clone()),
+            )
+            .await
     }
 
     /// Moves the deployment to a new generation and tells every instance; `None` when Redis
@@ -243,6 +232,32 @@ pub(crate) struct Breaker {
 }
 
 impl Breaker {
+    /// Runs one Redis call under `timeout`, recording its outcome; `None` on an error or a
+    /// timeout, logged at debug with what the caller does instead (`consequence`).
+    pub(crate) async fn run<T>(
+        &self,
+        timeout: Duration,
+        consequence: &'static str,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Option<T> {
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(value)) => {
+                self.record_success();
+                Some(value)
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, consequence, "redis call failed");
+                self.record_failure();
+                None
+            }
+            Err(_) => {
+                tracing::debug!(consequence, "redis call timed out");
+                self.record_failure();
+                None
+            }
+        }
+    }
+
     pub(crate) fn is_open(&self) -> bool {
         let until = self.open_until_ms.load(Ordering::Relaxed);
         until != 0 && now_ms() < until

@@ -102,22 +102,10 @@ impl SharedQuota {
             .arg(want.max(1));
         let mut connection = self.connection.clone();
         let call = invocation.invoke_async::<(i64, i64, i64, i64)>(&mut connection);
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(reply)) => {
-                self.breaker.record_success();
-                Some(grant_of(reply))
-            }
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "rate-limit script failed; using the local fallback");
-                self.breaker.record_failure();
-                None
-            }
-            Err(_) => {
-                tracing::debug!("rate-limit script timed out; using the local fallback");
-                self.breaker.record_failure();
-                None
-            }
-        }
+        self.breaker
+            .run(self.timeout, "using the local rate-limit fallback", call)
+            .await
+            .map(grant_of)
     }
 }
 
