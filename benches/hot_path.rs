@@ -8,33 +8,15 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Method;
 use product_api::cache::{CacheKey, Generation};
-use product_api::domain::{Page, Position, Price, Product, Sort, Timestamp};
+use product_api::domain::{Page, Position, Price, Sort, Timestamp};
 use product_api::request::cursor::{CursorKey, Fingerprint};
 use product_api::request::parse_listing;
 use product_api::response::page_body;
 use product_api::route::route;
 use serde::Serialize;
 
-fn page_of(count: u64) -> Page {
-    let products = (0..count)
-        .map(|id| {
-            let row = product_api::seed::product(id);
-            Product {
-                id: id + 1,
-                name: row.name,
-                description: row.description,
-                price: row.price,
-                category: row.category.to_owned(),
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-            }
-        })
-        .collect();
-    Page {
-        products,
-        has_more: true,
-    }
-}
+mod support;
+use support::page_of;
 
 /// The same page as serde sees it, to compare serializers on equal output.
 #[derive(Serialize)]

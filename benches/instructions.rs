@@ -15,11 +15,13 @@ use std::hint::black_box;
 use gungraun::{library_benchmark, library_benchmark_group, main};
 use http::Method;
 use product_api::cache::{CacheKey, Generation};
-use product_api::domain::{Page, Position, Product, Sort};
+use product_api::domain::{Page, Position, Sort};
 use product_api::request::cursor::{CursorKey, Fingerprint};
 use product_api::request::{parse_listing, Listing};
 use product_api::response::page_body;
 use product_api::route::{route, Route};
+
+mod support;
 
 /// The listing the criterion benches parse too: category, sort, take and a price range.
 const QUERY: &str = "category=home-decoration&sort=-price&take=20&min_price=10&max_price=500";
@@ -72,24 +74,7 @@ fn warm_cache_key() -> Listing {
 
 /// A page of 20 seed products, as the store returns it for a first page with more behind it.
 fn warm_page() -> (Page, String) {
-    let products = (0..20)
-        .map(|index| {
-            let row = product_api::seed::product(index);
-            Product {
-                id: index + 1,
-                name: row.name,
-                description: row.description,
-                price: row.price,
-                category: row.category.to_owned(),
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-            }
-        })
-        .collect();
-    let page = Page {
-        products,
-        has_more: true,
-    };
+    let page = support::page_of(20);
     let (key, fingerprint, _) = warm_cursor();
     let cursor = key.encode(Sort::PriceDesc, fingerprint, POSITION);
     black_box(page_body(&page, Some(&cursor)));
