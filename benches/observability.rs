@@ -1,6 +1,6 @@
 //! Criterion benchmarks of what observability costs each request: recording the request-duration
 //! histogram with its labels, deriving the request id and stamping it into the response, and the
-//! per-request span under the production subscriber.
+//! per-request log scope (the request id on the task) under the production subscriber.
 //!
 //! `cargo bench --bench observability`; figures go to `perf/RESULTS.md` with the command.
 
@@ -16,7 +16,6 @@ use product_api::response::HttpResponse;
 use product_api::route::Route;
 use product_api::server::request_id::{RequestId, X_REQUEST_ID};
 use product_api::telemetry::{self, LogFormat};
-use tracing::Instrument as _;
 use tracing_subscriber::EnvFilter;
 
 fn page_response() -> HttpResponse {
@@ -92,15 +91,11 @@ fn request_ids(c: &mut Criterion) {
     group.finish();
 }
 
-/// What the server does per request for logging: create the span, run the handler in it, emit
-/// the (debug, so filtered out) access line in it.
-fn span_per_request(id: &RequestId) {
-    let span = id.span();
-    async {}
-        .instrument(span.clone())
-        .now_or_never()
-        .expect("ready at once");
-    span.in_scope(|| {
+/// What the server does per request for logging: run the handler with the request's id set on
+/// its task, emit the (debug, so filtered out) access line with it set.
+fn scope_per_request(id: &RequestId) {
+    id.scope(async {}).now_or_never().expect("ready at once");
+    id.in_scope(|| {
         telemetry::access(
             &Method::GET,
             Route::ListProducts,
@@ -110,15 +105,15 @@ fn span_per_request(id: &RequestId) {
     });
 }
 
-fn request_span(c: &mut Criterion) {
+fn request_log_scope(c: &mut Criterion) {
     let id = RequestId::of(&HeaderMap::new());
-    let mut group = c.benchmark_group("request_span");
+    let mut group = c.benchmark_group("request_log_scope");
     // Before any subscriber exists (a binary that never installs one).
     group.bench_function("no_subscriber", |b| {
-        b.iter(|| span_per_request(black_box(&id)));
+        b.iter(|| scope_per_request(black_box(&id)));
     });
     // As production: the global JSON subscriber at `info`, writing nowhere (nothing is logged).
-    let filter = telemetry::filter(EnvFilter::new("info"));
+    let filter = EnvFilter::new("info");
     tracing::subscriber::set_global_default(telemetry::subscriber(
         LogFormat::Json,
         filter,
@@ -127,10 +122,10 @@ fn request_span(c: &mut Criterion) {
     ))
     .expect("the only global subscriber of this benchmark");
     group.bench_function("json_subscriber", |b| {
-        b.iter(|| span_per_request(black_box(&id)));
+        b.iter(|| scope_per_request(black_box(&id)));
     });
     group.finish();
 }
 
-criterion_group!(benches, request_histogram, request_ids, request_span);
+criterion_group!(benches, request_histogram, request_ids, request_log_scope);
 criterion_main!(benches);

@@ -10,7 +10,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
 use product_api::domain::{Filters, ListingQuery, Position, Price, SearchTerms, Sort};
 use product_api::seed::RARE_WORDS;
-use product_api::store::sql::Statements;
+use product_api::store::sql::{band_range_max, Statements};
 
 const TAKE: u8 = 20;
 const DEEP_ROWS: u64 = 900_000;
@@ -126,6 +126,28 @@ fn shapes() -> Vec<Shape> {
             index_served: sort.is_by_price(),
         });
     }
+    // Price bands in date order (issue 5's `filter` scenario): the plan depends on the band's
+    // size, so a narrow one ($10 of $5,000) and a wide one ($500), alone and with a category.
+    for (low, high) in [(100, 110), (1_000, 1_500)] {
+        for category in [None, Some("tops")] {
+            let in_category = category.map_or(String::new(), |c| format!("category = '{c}' AND "));
+            shapes.push(Shape {
+                name: format!(
+                    "{}price {low}-{high}, sort=-created_at",
+                    category.map_or(String::new(), |c| format!("{c} + "))
+                ),
+                sort: Sort::CreatedAtDesc,
+                filters: Filters {
+                    category: category.map(str::to_owned),
+                    min_price: Some(Price(low * 100)),
+                    max_price: Some(Price(high * 100)),
+                    ..Filters::default()
+                },
+                condition: format!("{in_category}price >= {low} AND price <= {high}"),
+                index_served: false,
+            });
+        }
+    }
     shapes.push(Shape {
         name: "category + price >= 1000, sort=price".into(),
         sort: Sort::PriceAsc,
@@ -198,7 +220,8 @@ async fn position_at(
 }
 
 /// Rows read and time of the statements the service runs for `query`: for a search, the bounded
-/// walk, plus FULLTEXT when the walk fell short of a page (as `Store::list` decides).
+/// walk, plus FULLTEXT when the walk fell short of a page; for a price band in date order, the
+/// band's count, then the range or the walk (as `Store::list` decides).
 async fn measure_plan(
     conn: &mut Conn,
     statements: &Statements,
@@ -215,7 +238,17 @@ async fn measure_plan(
             return Ok(total);
         }
     }
-    let (sql, params) = &plan.exact;
+    let mut exact = &plan.exact;
+    if let Some(band) = &plan.band {
+        let (sql, params) = &band.probe;
+        let (rows_read, elapsed) = measure(conn, sql, params, baseline).await?;
+        total = (rows_read, elapsed);
+        let band_rows: u64 = conn.exec_first(*sql, params.clone()).await?.unwrap_or(0);
+        if band_rows <= band_range_max(query.take) {
+            exact = &band.range;
+        }
+    }
+    let (sql, params) = exact;
     let (rows_read, elapsed) = measure(conn, sql, params, baseline).await?;
     Ok((total.0 + rows_read, total.1 + elapsed))
 }

@@ -1,9 +1,10 @@
 //! Logging set-up: `tracing` to stderr, as JSON lines in production and as readable text in a
 //! terminal (`LOG_FORMAT`), filtered by `RUST_LOG` (default `info`).
 //!
-//! Nothing is logged per request at info level. Each request runs in a `request` span carrying
-//! its id (see [`crate::server::request_id::RequestId::span`]), so every line logged while
-//! handling it names the request; the access log is a debug event with the target `access`.
+//! Nothing is logged per request at info level. Every line logged while handling a request names
+//! it: the event formatter adds the id the request's task carries (see
+//! [`crate::server::request_id::RequestId::scope`]) as `request_id`. The access log is a debug
+//! event with the target `access`.
 
 use std::fmt;
 use std::io::IsTerminal as _;
@@ -11,19 +12,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use tracing::Subscriber;
-use tracing_subscriber::filter::Directive;
-use tracing_subscriber::fmt::MakeWriter;
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::EnvFilter;
 
 use crate::route::Route;
-
-/// The target of the per-request span. A directive enabling it at `error` is added to every
-/// filter (see [`filter`]), so the span exists whenever any event may be logged, whatever
-/// `RUST_LOG` names: a warning from `product_api::store` carries the request id even under
-/// `RUST_LOG=product_api::store=debug`, which alone would not enable the span's target.
-pub const REQUEST_SPAN_TARGET: &str = "product_api::request";
 
 /// The target of the access log (`RUST_LOG=info,access=debug` shows it, in release builds too:
 /// only trace events are compiled out, and a disabled debug event costs one atomic load).
@@ -77,19 +73,9 @@ impl fmt::Display for LogFormat {
 /// Installs the global subscriber once (stderr, `RUST_LOG`); later calls (tests) are no-ops.
 pub fn init(format: Option<LogFormat>) {
     let format = LogFormat::or_detect(format);
-    let filter =
-        filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = format == LogFormat::Text && std::io::stderr().is_terminal();
     let _ = subscriber(format, filter, ansi, std::io::stderr).try_init();
-}
-
-/// `filter` plus the directive that keeps the request span enabled (see [`REQUEST_SPAN_TARGET`]).
-#[must_use]
-pub fn filter(filter: EnvFilter) -> EnvFilter {
-    let directive: Directive = format!("{REQUEST_SPAN_TARGET}=error")
-        .parse()
-        .expect("a valid static directive");
-    filter.add_directive(directive)
 }
 
 /// The subscriber production uses, writing to `writer`; tests and benchmarks pass their own.
@@ -107,16 +93,63 @@ where
         .with_writer(writer)
         .with_ansi(ansi);
     match format {
-        // The innermost span's fields (the request id) sit beside the event's; the list of
-        // every enclosing span would repeat them.
+        // No span fields: a request's id comes from its task (see `WithRequestId`), and no
+        // other span is opened on the request path.
         LogFormat::Json => Box::new(
             builder
                 .json()
-                .with_current_span(true)
+                .with_current_span(false)
                 .with_span_list(false)
+                .map_event_format(|inner| WithRequestId { inner, format })
                 .finish(),
         ),
-        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Text => Box::new(
+            builder
+                .map_event_format(|inner| WithRequestId { inner, format })
+                .finish(),
+        ),
+    }
+}
+
+/// Wraps an event formatter to add the id of the request being handled, when there is one: as
+/// the first member of a JSON line (`{"request_id":"…",…}`), or a `request_id=…` prefix of a text
+/// line. The id is validated to a charset that needs no JSON escaping
+/// ([`crate::server::request_id::RequestId`]).
+struct WithRequestId<F> {
+    inner: F,
+    format: LogFormat,
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithRequestId<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let Some(id) = crate::server::request_id::current() else {
+            return self.inner.format_event(ctx, writer, event);
+        };
+        match self.format {
+            LogFormat::Json => {
+                let mut line = String::with_capacity(256);
+                self.inner
+                    .format_event(ctx, Writer::new(&mut line), event)?;
+                match line.strip_prefix('{') {
+                    Some(rest) => write!(writer, "{{\"request_id\":\"{}\",{rest}", id.as_str()),
+                    None => writer.write_str(&line),
+                }
+            }
+            LogFormat::Text => {
+                write!(writer, "request_id={} ", id.as_str())?;
+                self.inner.format_event(ctx, writer, event)
+            }
+        }
     }
 }
 

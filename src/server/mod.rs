@@ -19,7 +19,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use futures_util::FutureExt as _;
-use tracing::Instrument as _;
 
 use crate::app::App;
 use crate::config::ServerSettings;
@@ -86,14 +85,13 @@ pub async fn run(
                 let method = request.method().clone();
                 let route = crate::route::route(&method, request.uri().path());
                 let request_id = request_id::RequestId::of(request.headers());
-                let span = request_id.span();
-                let response = guard_panics(&app, &request_id, app.handle(peer, request))
-                    .instrument(span.clone())
+                let response = request_id
+                    .scope(guard_panics(&app, app.handle(peer, request)))
                     .await;
                 let response = request_id.stamp(response).await;
                 let elapsed = started.elapsed();
                 crate::meter::request(&method, route, response.status(), elapsed);
-                span.in_scope(|| {
+                request_id.in_scope(|| {
                     crate::telemetry::access(&method, route, response.status(), elapsed);
                 });
                 Ok::<_, std::convert::Infallible>(response)
@@ -130,11 +128,7 @@ async fn first_head_deadline(limit: Duration, head_seen: Arc<AtomicBool>) {
 
 /// Runs a handler so that a panic in one request answers that request with a 500 problem and is
 /// counted, instead of tearing down the connection (or, with `panic = "abort"`, the process).
-pub async fn guard_panics(
-    app: &App,
-    request_id: &request_id::RequestId,
-    handler: impl Future<Output = HttpResponse>,
-) -> HttpResponse {
+pub async fn guard_panics(app: &App, handler: impl Future<Output = HttpResponse>) -> HttpResponse {
     match std::panic::AssertUnwindSafe(handler).catch_unwind().await {
         Ok(response) => response,
         Err(panic) => {
@@ -144,7 +138,7 @@ pub async fn guard_panics(
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             app.record_panic();
-            tracing::error!(%message, request_id = request_id.as_str(), "a request handler panicked; answered 500");
+            tracing::error!(%message, "a request handler panicked; answered 500");
             crate::error::internal()
         }
     }

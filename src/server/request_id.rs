@@ -1,6 +1,8 @@
 //! Request ids: taken from `X-Request-Id` or the W3C `traceparent` trace id, generated when
-//! absent, echoed in the response, in problem bodies and (through the request's span) in every
-//! log line of the request.
+//! absent, echoed in the response, in problem bodies and (through a task-local the log formatter
+//! reads) in every log line of the request.
+
+use std::future::Future;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -12,6 +14,17 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// The longest client-supplied id kept; longer ones are replaced by a generated id.
 const MAX_LEN: usize = 128;
+
+tokio::task_local! {
+    /// The id of the request being handled on this task.
+    static CURRENT: RequestId;
+}
+
+/// The id of the request being handled here, if any (none outside a request's task).
+#[must_use]
+pub fn current() -> Option<RequestId> {
+    CURRENT.try_with(RequestId::clone).ok()
+}
 
 /// The id of one request, as a header value (validated: visible ASCII of a safe set).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,20 +54,20 @@ impl RequestId {
         self.0.to_str().expect("validated ASCII")
     }
 
-    /// The span a request is handled in: every event inside it carries `request_id`.
+    /// Runs `future` as this request's: every event it logs carries `request_id`
+    /// (`telemetry`'s formatter reads [`current`]).
     ///
-    /// At `error` level, and its target is enabled by a directive `telemetry::filter` always adds,
-    /// so it exists whenever any event can be logged (a span disabled by the filter would leave
-    /// the warnings of that request without their id). Creating it costs one registry slot and
-    /// the formatting of the id (`cargo bench --bench observability`, `perf/RESULTS.md`); with no
-    /// subscriber, or logging off, it is a no-op.
-    #[must_use]
-    pub fn span(&self) -> tracing::Span {
-        tracing::error_span!(
-            target: crate::telemetry::REQUEST_SPAN_TARGET,
-            "request",
-            request_id = self.as_str()
-        )
+    /// A task-local rather than a `tracing` span: a span costs a registry slot and the
+    /// formatting of its fields on every request, logged or not (~390 ns with the JSON
+    /// subscriber); setting a task-local costs a few ns per poll, and the id is only formatted
+    /// when a line is written (`cargo bench --bench observability`, perf/RESULTS.md).
+    pub fn scope<F: Future>(&self, future: F) -> impl Future<Output = F::Output> {
+        CURRENT.scope(self.clone(), future)
+    }
+
+    /// [`RequestId::scope`] for synchronous code (the access log line).
+    pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self.clone(), f)
     }
 
     /// Echoes the id in the response header and, for problem+json, in the body.

@@ -26,6 +26,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "webhooks_and_sync",
         sql: include_str!("../../migrations/0002_webhooks_and_sync.sql"),
     },
+    Migration {
+        version: 3,
+        name: "date_indexes_carry_price",
+        sql: include_str!("../../migrations/0003_date_indexes_carry_price.sql"),
+    },
 ];
 
 /// How long to wait for another instance's migration run.

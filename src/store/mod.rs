@@ -62,8 +62,41 @@ pub struct Store {
     query_timeout: Duration,
     /// Listing queries sent to MySQL; tests read it to prove coalescing.
     listing_queries: AtomicU64,
-    /// Search pages that needed FULLTEXT after the bounded walk (the rest came from the walk).
-    search_fulltext: AtomicU64,
+    /// Pages answered by each [`PlanTaken`]; tests read it to prove which plan ran.
+    plans_taken: [AtomicU64; PlanTaken::ALL.len()],
+}
+
+/// Which statement answered a page whose shape has two plans (see [`sql::Plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanTaken {
+    /// A search page from the bounded walk of the sort index.
+    SearchWindow,
+    /// A search page from FULLTEXT, after a walk that fell short.
+    SearchFulltext,
+    /// A small price band read whole from the price index and sorted by date.
+    BandRange,
+    /// A large price band walked in date order on the index alone.
+    BandWalk,
+}
+
+impl PlanTaken {
+    pub const ALL: [PlanTaken; 4] = [
+        PlanTaken::SearchWindow,
+        PlanTaken::SearchFulltext,
+        PlanTaken::BandRange,
+        PlanTaken::BandWalk,
+    ];
+
+    /// The `plan` label of `listing_plans_total`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanTaken::SearchWindow => "search_window",
+            PlanTaken::SearchFulltext => "search_fulltext",
+            PlanTaken::BandRange => "band_range",
+            PlanTaken::BandWalk => "band_walk",
+        }
+    }
 }
 
 impl Store {
@@ -98,7 +131,7 @@ impl Store {
             statements: Statements::build(),
             query_timeout: settings.query_timeout,
             listing_queries: AtomicU64::new(0),
-            search_fulltext: AtomicU64::new(0),
+            plans_taken: Default::default(),
         })
     }
 
@@ -114,25 +147,16 @@ impl Store {
     /// One page of a listing: at most `take` rows and whether more follow.
     ///
     /// A search first walks the sort index over a bounded window (see [`sql::Plan`]); only when
-    /// that window holds fewer than `take + 1` matches does FULLTEXT gather them all.
+    /// that window holds fewer than `take + 1` matches does FULLTEXT gather them all. A price
+    /// band in date order counts the band first and reads it whole only when it is small
+    /// (see [`sql::Band`]).
     pub async fn list(&self, query: &ListingQuery) -> Result<Page, StoreError> {
         self.listing_queries.fetch_add(1, Ordering::Relaxed);
         let plan = self.statements.plan(query);
-        let wanted = usize::from(query.take) + 1;
         let rows: Vec<Row> = self
             .bounded(async {
                 let mut conn = self.request_connection().await?;
-                if let Some((sql, params)) = &plan.window {
-                    let rows = self.exec_retrying(&mut conn, sql, params).await?;
-                    if rows.len() >= wanted {
-                        crate::meter::search_plan("window");
-                        return Ok(rows);
-                    }
-                    crate::meter::search_plan("fulltext");
-                    self.search_fulltext.fetch_add(1, Ordering::Relaxed);
-                }
-                let (sql, params) = &plan.exact;
-                self.exec_retrying(&mut conn, sql, params).await
+                self.run_plan(&mut conn, &plan, query.take).await
             })
             .await?;
         let take = usize::from(query.take);
@@ -143,6 +167,41 @@ impl Store {
             .map(decode_product)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page { products, has_more })
+    }
+
+    /// The statements of `plan`, in its order, on one connection.
+    async fn run_plan(
+        &self,
+        conn: &mut PooledConn,
+        plan: &sql::Plan<'_>,
+        take: u8,
+    ) -> Result<Vec<Row>, StoreError> {
+        let wanted = usize::from(take) + 1;
+        if let Some((sql, params)) = &plan.window {
+            let rows = self.exec_retrying(conn, sql, params).await?;
+            if rows.len() >= wanted {
+                self.took(PlanTaken::SearchWindow);
+                return Ok(rows);
+            }
+            self.took(PlanTaken::SearchFulltext);
+        }
+        if let Some(band) = &plan.band {
+            let (sql, params) = &band.probe;
+            let counted = self.exec_retrying(conn, sql, params).await?;
+            let band_rows = counted
+                .into_iter()
+                .next()
+                .and_then(|mut row| row.take::<u64, _>(0))
+                .unwrap_or(u64::MAX);
+            if band_rows <= sql::band_range_max(take) {
+                self.took(PlanTaken::BandRange);
+                let (sql, params) = &band.range;
+                return self.exec_retrying(conn, sql, params).await;
+            }
+            self.took(PlanTaken::BandWalk);
+        }
+        let (sql, params) = &plan.exact;
+        self.exec_retrying(conn, sql, params).await
     }
 
     /// Runs a read; a pooled connection can be dead after a database restart, and reads are
@@ -184,10 +243,15 @@ impl Store {
         self.listing_queries.load(Ordering::Relaxed)
     }
 
-    /// How many search pages this store answered with FULLTEXT (after a walk that fell short).
+    /// How many pages this store answered with `plan`.
     #[must_use]
-    pub fn search_fulltext_pages(&self) -> u64 {
-        self.search_fulltext.load(Ordering::Relaxed)
+    pub fn pages_by_plan(&self, plan: PlanTaken) -> u64 {
+        self.plans_taken[plan as usize].load(Ordering::Relaxed)
+    }
+
+    fn took(&self, plan: PlanTaken) {
+        self.plans_taken[plan as usize].fetch_add(1, Ordering::Relaxed);
+        crate::meter::listing_plan(plan.as_str());
     }
 
     /// A connection within the deadline, for the off-path jobs (migrate, seed, sync).

@@ -4,6 +4,8 @@ use std::collections::HashSet;
 
 use mysql_async::Params;
 
+use product_api::store::PlanTaken;
+
 use crate::helpers::{spawn_app, Options, TestDatabase};
 
 /// About 20k rows, as the issue asks, plus 40 rows tied on both sort keys.
@@ -100,34 +102,40 @@ async fn walking_a_search_matches_words_as_prefixes_in_name_or_description() {
 async fn walking_a_price_range_in_each_sort_matches_sql() {
     let database = TestDatabase::seeded(ROWS).await;
     let app = spawn_app(&Options::new(&database)).await;
+    // Narrow bands (~90 and ~400 rows) are read whole in date order; the wide one (~80 % of
+    // the rows, more than band_range_max(take)) is walked in date order on the index.
+    let bands = [
+        (
+            "price >= 100.00 AND price <= 123.45",
+            "min_price=100&max_price=123.45&take=25",
+        ),
+        (
+            "category = 'tops' AND price >= 2500",
+            "category=tops&min_price=2500&take=50",
+        ),
+        ("price <= 4000", "max_price=4000&take=100"),
+    ];
     for (sort, order_by) in SORTS {
-        let expected = database
-            .ids(
-                &format!(
-                    "SELECT id FROM products WHERE price >= 100.00 AND price <= 123.45 ORDER BY {order_by}"
-                ),
-                Params::Empty,
-            )
-            .await;
-        let walked = app
-            .walk(&format!(
-                "min_price=100&max_price=123.45&sort={sort}&take=25"
-            ))
-            .await;
-        assert_same_walk(&walked, &expected, sort);
-        let category = database
-            .ids(
-                &format!(
-                    "SELECT id FROM products WHERE category = 'tops' AND price >= 2500 ORDER BY {order_by}"
-                ),
-                Params::Empty,
-            )
-            .await;
-        let walked = app
-            .walk(&format!("category=tops&min_price=2500&sort={sort}&take=50"))
-            .await;
-        assert_same_walk(&walked, &category, sort);
+        for (condition, query) in bands {
+            let expected = database
+                .ids(
+                    &format!("SELECT id FROM products WHERE {condition} ORDER BY {order_by}"),
+                    Params::Empty,
+                )
+                .await;
+            let walked = app.walk(&format!("{query}&sort={sort}")).await;
+            assert_same_walk(&walked, &expected, &format!("{query} {sort}"));
+        }
     }
+    let store = app.app.store();
+    assert!(
+        store.pages_by_plan(PlanTaken::BandRange) > 0,
+        "narrow bands read whole"
+    );
+    assert!(
+        store.pages_by_plan(PlanTaken::BandWalk) > 0,
+        "the wide band walked"
+    );
     app.stop().await;
     database.drop_database().await;
 }
@@ -241,7 +249,7 @@ async fn pages_have_the_documented_shape_and_link() {
 async fn a_common_word_is_served_by_the_index_walk_and_a_rare_word_by_fulltext() {
     let database = TestDatabase::seeded(ROWS).await;
     let app = spawn_app(&Options::new(&database)).await;
-    let fulltext_pages = || app.app.store().search_fulltext_pages();
+    let fulltext_pages = || app.app.store().pages_by_plan(PlanTaken::SearchFulltext);
 
     // "classic" is in ~2.5 % of rows: a window of 2,100 index entries holds ~50 matches.
     for sort in ["-created_at", "created_at", "price", "-price"] {

@@ -52,7 +52,7 @@ fn capture(format: LogFormat) -> (Captured, tracing::subscriber::DefaultGuard) {
         .get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
     let captured = Captured::default();
     let writer = captured.clone();
-    let filter = telemetry::filter(EnvFilter::new("warn,access=debug"));
+    let filter = EnvFilter::new("warn,access=debug");
     let subscriber = telemetry::subscriber(format, filter, false, move || writer.clone());
     (captured, tracing::subscriber::set_default(subscriber))
 }
@@ -86,12 +86,12 @@ async fn a_warning_logged_inside_a_request_carries_its_request_id_in_both_format
         warning["fields"]["message"],
         "database unavailable, answering 503"
     );
-    assert_eq!(warning["span"]["request_id"], "json-req-1", "{warning}");
+    assert_eq!(warning["request_id"], "json-req-1", "{warning}");
     let access = lines
         .iter()
         .find(|line| line["target"] == "access")
         .unwrap_or_else(|| panic!("no access line in {lines:?}"));
-    assert_eq!(access["span"]["request_id"], "json-req-1");
+    assert_eq!(access["request_id"], "json-req-1");
     assert_eq!(access["fields"]["route"], "/products/v1");
     assert_eq!(access["fields"]["status"], 503);
     assert_eq!(access["fields"]["method"], "GET");
@@ -108,10 +108,7 @@ async fn a_warning_logged_inside_a_request_carries_its_request_id_in_both_format
         .lines()
         .find(|line| line.contains("WARN"))
         .unwrap_or_else(|| panic!("no warning in {text}"));
-    assert!(
-        warning.contains("request{request_id=\"text-req-2\"}"),
-        "{warning}"
-    );
+    assert!(warning.starts_with("request_id=text-req-2 "), "{warning}");
     assert!(
         !text.contains("json-req-1"),
         "ids do not leak across requests"

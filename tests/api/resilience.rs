@@ -177,9 +177,8 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
 async fn a_panicking_handler_answers_500_and_is_counted() {
     let database = TestDatabase::create().await;
     let app = spawn_app(&Options::new(&database)).await;
-    let request_id = product_api::server::request_id::RequestId::of(&http::HeaderMap::new());
     let handler = async { panic!("a bug in a handler") };
-    let response = product_api::server::guard_panics(&app.app, &request_id, handler).await;
+    let response = product_api::server::guard_panics(&app.app, handler).await;
     assert_eq!(response.status(), 500);
     assert_eq!(
         response.headers()["content-type"],
