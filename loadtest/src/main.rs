@@ -75,6 +75,17 @@ struct Cli {
     )]
     webhook_secret: Option<String>,
 
+    /// The service's `CURSOR_SECRET`, to sign cursors at random positions; needed by
+    /// `uncached` and `uncached-search`.
+    #[arg(
+        long,
+        env = "CURSOR_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET",
+        help_heading = "Scenarios"
+    )]
+    cursor_secret: Option<String>,
+
     /// Do not scrape the service's /metrics before and after the run.
     #[arg(long, help_heading = "Scenarios")]
     no_server_metrics: bool,
@@ -120,6 +131,7 @@ async fn run(mut cli: Cli, test_plan_given: bool) -> Result<ExitCode, String> {
     if !render_only {
         add_default_reports(&mut cli.goose, cli.scenario)?;
         set_up_webhooks(cli.scenario, cli.webhook_secret.as_deref())?;
+        set_up_cursors(cli.scenario, cli.cursor_secret.as_deref())?;
     }
     let scrape = !render_only && !cli.no_server_metrics && !cli.goose.no_metrics;
     let before = if scrape {
@@ -206,6 +218,23 @@ fn set_up_webhooks(scenario: ScenarioName, secret: Option<&str>) -> Result<(), S
     })?;
     let signer = signing::Signer::parse(secret).map_err(|e| e.to_string())?;
     scenarios::webhook::set_signer(signer);
+    Ok(())
+}
+
+/// Gives the uncached scenarios the service's cursor secret, or refuses to start
+/// without one: every cursor signed with another key would be a 400.
+fn set_up_cursors(scenario: ScenarioName, secret: Option<&str>) -> Result<(), String> {
+    if !scenario.signs_cursors() {
+        return Ok(());
+    }
+    let secret = secret.ok_or_else(|| {
+        format!(
+            "scenario {} signs cursors: give --cursor-secret or CURSOR_SECRET (the \
+             service's own secret)",
+            scenario.as_str()
+        )
+    })?;
+    scenarios::uncached::set_cursor_secret(secret);
     Ok(())
 }
 

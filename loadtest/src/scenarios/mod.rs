@@ -8,6 +8,7 @@ mod filter;
 mod mixed;
 mod search;
 mod smoke;
+pub mod uncached;
 pub mod webhook;
 
 use std::time::Duration;
@@ -32,6 +33,12 @@ pub enum ScenarioName {
     Webhook,
     /// All of the above but smoke, weighted, with think time between iterations.
     Mixed,
+    /// Every indexed shape at a random depth, each page unique: all from MySQL (needs
+    /// --cursor-secret).
+    Uncached,
+    /// Common and rare words, alone and with a category, at a random depth, each page
+    /// unique: all from MySQL (needs --cursor-secret).
+    UncachedSearch,
 }
 
 /// Load shape a scenario runs with unless the command line says otherwise. Each
@@ -80,6 +87,8 @@ impl ScenarioName {
             ScenarioName::Search => "search",
             ScenarioName::Webhook => "webhook",
             ScenarioName::Mixed => "mixed",
+            ScenarioName::Uncached => "uncached",
+            ScenarioName::UncachedSearch => "uncached-search",
         }
     }
 
@@ -94,6 +103,8 @@ impl ScenarioName {
             ScenarioName::Search => search::scenario(pace).map(|s| vec![s]),
             ScenarioName::Webhook => webhook::scenario(pace).map(|s| vec![s]),
             ScenarioName::Mixed => mixed::scenarios(),
+            ScenarioName::Uncached => uncached::scenario(pace).map(|s| vec![s]),
+            ScenarioName::UncachedSearch => uncached::search_scenario(pace).map(|s| vec![s]),
         }
     }
 
@@ -106,12 +117,18 @@ impl ScenarioName {
             ScenarioName::Search => search::DEFAULTS,
             ScenarioName::Webhook => webhook::DEFAULTS,
             ScenarioName::Mixed => mixed::DEFAULTS,
+            ScenarioName::Uncached | ScenarioName::UncachedSearch => uncached::DEFAULTS,
         }
     }
 
     /// Whether the scenario signs webhook deliveries, so needs the secret.
     pub fn sends_webhooks(self) -> bool {
         matches!(self, ScenarioName::Webhook | ScenarioName::Mixed)
+    }
+
+    /// Whether the scenario signs its own cursors, so needs the service's cursor secret.
+    pub fn signs_cursors(self) -> bool {
+        matches!(self, ScenarioName::Uncached | ScenarioName::UncachedSearch)
     }
 }
 
