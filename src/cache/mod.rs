@@ -63,6 +63,10 @@ pub struct ResponseCache {
     shared_generation: AtomicU64,
     /// Invalidations this instance has seen; retires L1 entries even when Redis is down.
     local_generation: AtomicU64,
+    /// Called before this instance moves to a new generation (its own invalidation or another
+    /// instance's): the store then reads listings from the primary for the replicas' lag bound,
+    /// so no page of the new generation is filled from a replica that lacks the change.
+    before_invalidation: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 /// Pause between attempts to (re)subscribe to invalidations while Redis is unreachable.
@@ -80,6 +84,20 @@ impl ResponseCache {
             lock_wait,
             shared_generation: AtomicU64::new(0),
             local_generation: AtomicU64::new(0),
+            before_invalidation: None,
+        }
+    }
+
+    /// Runs `hook` before every move to a new generation (see `before_invalidation`).
+    #[must_use]
+    pub fn with_invalidation_hook(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.before_invalidation = Some(Box::new(hook));
+        self
+    }
+
+    fn notify_invalidation(&self) {
+        if let Some(hook) = &self.before_invalidation {
+            hook();
         }
     }
 
@@ -100,6 +118,7 @@ impl ResponseCache {
     /// After a catalogue change: retire this instance's entries at once, then move every
     /// instance (L1 via pub/sub, L2 via the generation in its keys) to a new generation.
     pub async fn invalidate_everywhere(&self) {
+        self.notify_invalidation();
         self.local_generation.fetch_add(1, Ordering::AcqRel);
         if let Some(generation) = self.l2.bump_generation().await {
             self.observe_shared_generation(generation);
@@ -118,6 +137,9 @@ impl ResponseCache {
     }
 
     fn observe_shared_generation(&self, generation: u64) {
+        if generation > self.shared_generation.load(Ordering::Acquire) {
+            self.notify_invalidation();
+        }
         let previous = self
             .shared_generation
             .fetch_max(generation, Ordering::AcqRel);

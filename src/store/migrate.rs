@@ -26,6 +26,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "webhooks_and_sync",
         sql: include_str!("../../migrations/0002_webhooks_and_sync.sql"),
     },
+    Migration {
+        version: 3,
+        name: "replication_heartbeat",
+        sql: include_str!("../../migrations/0003_replication_heartbeat.sql"),
+    },
 ];
 
 /// How long to wait for another instance's migration run.
