@@ -505,7 +505,8 @@ where
 /// replicated).
 async fn read_time(database: &Database, sql: &str) -> Result<Option<Timestamp>, StoreError> {
     let mut conn = database.acquire(Admission::Patient).await?;
-    let value: Option<Value> = conn.query_first(sql).await?;
+    // The binary protocol, so the value arrives as a DATETIME, not as text.
+    let value: Option<Value> = conn.exec_first(sql, ()).await?;
     Ok(value.as_ref().and_then(timestamp_of))
 }
 
