@@ -347,12 +347,19 @@ impl Rotation {
                     "replica left the rotation: the primary did not answer, so its lag is unknown"
                 ),
                 ReplicaState::Unknown => {}
-                state => tracing::warn!(
+                state if before == ReplicaState::Healthy => tracing::warn!(
                     replica = index,
                     address,
                     state = state.as_str(),
                     ?check,
                     "replica left the rotation"
+                ),
+                state => tracing::info!(
+                    replica = index,
+                    address,
+                    state = state.as_str(),
+                    ?check,
+                    "replica not in the rotation"
                 ),
             }
         }
