@@ -542,7 +542,7 @@ start_replication_pair() {
 
 _start_replication_pair() {
     REPLICATION_PAIR_WAS_RUNNING=0
-    local fresh=0 node running=0
+    local fresh=0 node running=0 host
     for node in repl-primary replica; do
         if live_pid "$(repl_path "$node" .pid)" mariadbd >/dev/null && repl_ping "$node"; then
             running=$((running + 1))
@@ -586,13 +586,16 @@ SQL
     fi
     # A test interrupted while replication was paused leaves it paused: start both threads.
     repl_root replica --batch -e "START SLAVE" 2>/dev/null || true
-    # The app user is made on the primary and replicates (idempotent).
-    repl_root repl-primary --batch <<SQL
-CREATE USER IF NOT EXISTS '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASSWORD';
-ALTER USER '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASSWORD';
-GRANT ALL PRIVILEGES ON *.* TO '$DB_USER'@'127.0.0.1' WITH GRANT OPTION;
-REVOKE READ_ONLY ADMIN ON *.* FROM '$DB_USER'@'127.0.0.1';
+    # The app user is made on the primary and replicates (idempotent). Also @localhost, like the
+    # main server's: mysql_async clients move loopback TCP to the Unix socket unless told not to.
+    for host in 127.0.0.1 localhost; do
+        repl_root repl-primary --batch <<SQL
+CREATE USER IF NOT EXISTS '$DB_USER'@'$host' IDENTIFIED BY '$DB_PASSWORD';
+ALTER USER '$DB_USER'@'$host' IDENTIFIED BY '$DB_PASSWORD';
+GRANT ALL PRIVILEGES ON *.* TO '$DB_USER'@'$host' WITH GRANT OPTION;
+REVOKE READ_ONLY ADMIN ON *.* FROM '$DB_USER'@'$host';
 SQL
+    done
     wait_replica_caught_up 60
     log "replication pair ready"
 }
