@@ -171,9 +171,8 @@ impl Store {
     /// A search first walks the sort index over a bounded window (see [`sql::Plan`]); only when
     /// that window holds fewer than `take + 1` matches does FULLTEXT gather them all.
     ///
-    /// The read goes to a replica when one is proven fresh (see `replica.rs`); a replica that
-    /// fails or misses [`Store::replica_timeout`] leaves the rotation and the read is retried on
-    /// the primary within the same deadline, so a dying replica costs latency, not errors.
+    /// The read goes to a replica when one is proven fresh (see `replica.rs`), else to the
+    /// primary; a replica read that fails is retried on the primary within the same deadline.
     pub async fn list(&self, query: &ListingQuery) -> Result<Page, StoreError> {
         self.listing_queries.fetch_add(1, Ordering::Relaxed);
         let plan = self.statements.plan(query);
@@ -181,27 +180,8 @@ impl Store {
         let rows: Vec<Row> = self
             .bounded(async {
                 if let Some(replica) = self.rotation.choose() {
-                    let attempt = tokio::time::timeout(
-                        self.replica_timeout,
-                        self.read_listing(&replica.database, &plan, wanted),
-                    )
-                    .await;
-                    match attempt {
-                        Ok(Ok(rows)) => {
-                            replica.served();
-                            return Ok(rows);
-                        }
-                        Ok(Err(error)) => {
-                            // A busy pool says nothing about the replica's health.
-                            let eject =
-                                !matches!(error, StoreError::Saturated | StoreError::PoolTimeout(_));
-                            tracing::debug!(replica = replica.index(), %error, "replica read failed; reading from the primary");
-                            self.rotation.read_failed(replica, eject);
-                        }
-                        Err(_elapsed) => {
-                            tracing::debug!(replica = replica.index(), "replica read timed out; reading from the primary");
-                            self.rotation.read_failed(replica, true);
-                        }
+                    if let Some(rows) = self.read_from_replica(replica, &plan, wanted).await {
+                        return Ok(rows);
                     }
                 }
                 self.rotation.served_by_primary();
@@ -216,6 +196,39 @@ impl Store {
             .map(decode_product)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page { products, has_more })
+    }
+
+    /// The rows of `plan` from `replica` within `replica_timeout`, or `None` for the caller to
+    /// read the primary: a replica that fails or is too slow leaves the rotation at once (the
+    /// monitor brings it back), so a dying replica costs some reads latency, never an error. A
+    /// shed or a pool-wait timeout does not take it out: a busy pool says nothing of its health.
+    async fn read_from_replica(
+        &self,
+        replica: &Replica,
+        plan: &Plan<'_>,
+        wanted: usize,
+    ) -> Option<Vec<Row>> {
+        let attempt = tokio::time::timeout(
+            self.replica_timeout,
+            self.read_listing(&replica.database, plan, wanted),
+        )
+        .await;
+        let eject = match attempt {
+            Ok(Ok(rows)) => {
+                replica.served();
+                return Some(rows);
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(replica = replica.index(), %error, "replica read failed");
+                !matches!(error, StoreError::Saturated | StoreError::PoolTimeout(_))
+            }
+            Err(_elapsed) => {
+                tracing::debug!(replica = replica.index(), "replica read timed out");
+                true
+            }
+        };
+        self.rotation.read_failed(replica, eject);
+        None
     }
 
     /// The rows of `plan` from `database`: the search window first when there is one.
