@@ -320,6 +320,53 @@ fn take_prefixed(bytes: &mut Bytes) -> Option<Bytes> {
 mod tests {
     use super::*;
 
+    /// The store's primary window must be open before any request can see a new generation, so
+    /// the hook runs while the old generation is still current; and only for a newer one.
+    #[tokio::test]
+    async fn the_invalidation_hook_runs_before_the_generation_moves() {
+        let unreachable = L2::new(
+            "redis://127.0.0.1:1/",
+            l2::L2Settings {
+                namespace: "hook-test".into(),
+                ttl: Duration::from_secs(1),
+                timeout: Duration::from_millis(50),
+                lock_ttl: Duration::from_secs(1),
+            },
+        )
+        .unwrap();
+        let cache_cell: Arc<std::sync::OnceLock<Weak<ResponseCache>>> = Arc::default();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<Generation>::new()));
+        let (cell, record) = (cache_cell.clone(), seen.clone());
+        let cache = Arc::new(
+            ResponseCache::new(
+                L1::new(1 << 20, Duration::from_secs(1)),
+                unreachable,
+                Duration::from_millis(10),
+            )
+            .with_invalidation_hook(move || {
+                let cache = cell.get().and_then(Weak::upgrade).unwrap();
+                record.lock().unwrap().push(cache.generation());
+            }),
+        );
+        cache_cell.set(Arc::downgrade(&cache)).unwrap();
+
+        let before = cache.generation();
+        cache.invalidate_everywhere().await;
+        assert_eq!(*seen.lock().unwrap(), [before], "own invalidation");
+        assert_ne!(cache.generation(), before);
+
+        let before = cache.generation();
+        cache.observe_shared_generation(5);
+        cache.observe_shared_generation(5);
+        cache.observe_shared_generation(3);
+        assert_eq!(
+            seen.lock().unwrap()[1..],
+            [before],
+            "another instance's, once; not a repeated or older one"
+        );
+        assert_eq!(cache.generation().shared, 5);
+    }
+
     #[test]
     fn l2_encoding_round_trips_and_rejects_garbage() {
         let page = CachedPage {
