@@ -68,8 +68,17 @@ impl App {
             .cursor_secret
             .as_ref()
             .context("CURSOR_SECRET: is not set; it signs pagination cursors (32+ bytes, the same on every instance)")?;
-        let store =
-            Store::new(config.database_url.expose(), &config.store).context("DATABASE_URL")?;
+        // Before the store: it keeps metric handles, which are no-ops if taken before the
+        // recorder exists.
+        crate::meter::install();
+        let store = Arc::new(
+            Store::with_replicas(
+                config.database_url.expose(),
+                &config.store,
+                &config.replicas,
+            )
+            .context("DATABASE_URL / DATABASE_READ_URLS")?,
+        );
         store
             .warm(config.store.pool_min)
             .await
@@ -79,8 +88,13 @@ impl App {
         let cache_control =
             HeaderValue::try_from(format!("public, max-age={}", config.l2.ttl.as_secs()))
                 .expect("digits are a valid header value");
-        crate::meter::install();
-        let cache = Arc::new(ResponseCache::new(l1, l2, config.lock_wait));
+        // Replicas are not needed to start: they join the rotation once a check proves them fresh.
+        store.spawn_replica_monitor();
+        let mut cache = ResponseCache::new(l1, l2, config.lock_wait);
+        if let Some(window) = store.primary_window() {
+            cache = cache.with_invalidation_hook(move || window.open());
+        }
+        let cache = Arc::new(cache);
         cache.sync_generation().await;
         cache.spawn_invalidation_listener();
         let limiter = RateLimiter::new(
@@ -93,7 +107,7 @@ impl App {
             tracing::warn!("WEBHOOK_SECRET is not set: POST /webhook answers 503 until it is");
         }
         Ok(App {
-            store: Arc::new(store),
+            store,
             cache,
             cursor_key: CursorKey::new(cursor_secret.expose().as_bytes()),
             limiter,

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::cache::l2::L2Settings;
-use crate::store::StoreSettings;
+use crate::store::{ReplicaSettings, StoreSettings};
 
 /// A value that must never be printed (passwords, URLs with credentials, signing keys).
 #[derive(Clone, PartialEq, Eq)]
@@ -43,6 +43,8 @@ pub struct Config {
     /// Verifies webhook signatures (`whsec_` + base64); without it `/webhook` answers 503.
     pub webhook_secret: Option<crate::request::webhook::WebhookSecret>,
     pub store: StoreSettings,
+    /// `DATABASE_READ_URLS` and the freshness rules of listing reads sent to them.
+    pub replicas: ReplicaSettings,
     pub l1_capacity_bytes: u64,
     pub l1_ttl: Duration,
     pub l2: L2Settings,
@@ -160,6 +162,7 @@ impl Config {
                 pool_wait,
                 pool_max_waiting: env.parse("DB_POOL_MAX_WAITING", 2 * pool_max)?,
             },
+            replicas: replicas(&env)?,
             l1_capacity_bytes: env.parse("L1_CAPACITY_BYTES", 64 * 1024 * 1024)?,
             l1_ttl: env.millis("L1_TTL_MS", 5_000)?,
             l2: L2Settings {
@@ -298,6 +301,59 @@ fn rate_limit(env: &Env<'_>) -> Result<crate::limit::RateLimitSettings, ConfigEr
         redis_timeout: env.millis("RATE_LIMIT_REDIS_TIMEOUT_MS", 25)?,
         instances,
     })
+}
+
+/// `DATABASE_READ_URLS` (comma-separated, may be absent) and the replicas' lag rules. A URL is
+/// checked here so that a typo stops start-up; the message names its position, never its text,
+/// which holds a password.
+fn replicas(env: &Env<'_>) -> Result<ReplicaSettings, ConfigError> {
+    const NAME: &str = "DATABASE_READ_URLS";
+    let urls = match env.text(NAME) {
+        None => Vec::new(),
+        Some(text) => text
+            .split(',')
+            .map(str::trim)
+            .enumerate()
+            .map(|(index, url)| {
+                if url.is_empty() {
+                    return Err(invalid(NAME, format!("entry {index} is empty")));
+                }
+                match mysql_async::Opts::from_url(url) {
+                    Ok(_) => Ok(Secret::new(url)),
+                    Err(_) => Err(invalid(
+                        NAME,
+                        format!(
+                            "entry {index} is not a mysql://user:password@host:port/database URL"
+                        ),
+                    )),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let defaults = ReplicaSettings::default();
+    let max_lag = env.millis("REPLICA_MAX_LAG_MS", millis_of(defaults.max_lag))?;
+    if max_lag.is_zero() {
+        return Err(invalid("REPLICA_MAX_LAG_MS", "must be at least 1".into()));
+    }
+    let check_interval = env.millis(
+        "REPLICA_CHECK_INTERVAL_MS",
+        millis_of(defaults.check_interval),
+    )?;
+    if check_interval.is_zero() || check_interval >= max_lag {
+        return Err(invalid(
+            "REPLICA_CHECK_INTERVAL_MS",
+            "must be at least 1 and below REPLICA_MAX_LAG_MS (a check must come before the last one's proof of freshness runs out)".into(),
+        ));
+    }
+    Ok(ReplicaSettings {
+        urls,
+        max_lag,
+        check_interval,
+    })
+}
+
+fn millis_of(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `DATABASE_URL`, or one built from the seed's `DB_*` variables.
@@ -487,6 +543,67 @@ mod tests {
         for (pairs, name) in cases {
             let error = config(pairs).unwrap_err().to_string();
             assert!(error.starts_with(name), "{error}");
+        }
+    }
+
+    /// Variables, the setting the error must name, and a piece of its reason.
+    type ReplicaCase<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+
+    #[test]
+    fn read_replicas_are_listed_in_order_and_validated() {
+        let none = config(&[("DATABASE_URL", "mysql://x/y")]).unwrap();
+        assert!(none.replicas.urls.is_empty());
+        assert_eq!(none.replicas.max_lag, Duration::from_secs(1));
+        assert_eq!(none.replicas.check_interval, Duration::from_millis(250));
+        let two = config(&[
+            ("DATABASE_URL", "mysql://x/y"),
+            (
+                "DATABASE_READ_URLS",
+                " mysql://u:pw1@r1:3306/y , mysql://u:pw2@r2/y",
+            ),
+            ("REPLICA_MAX_LAG_MS", "500"),
+            ("REPLICA_CHECK_INTERVAL_MS", "100"),
+        ])
+        .unwrap();
+        let urls: Vec<_> = two.replicas.urls.iter().map(Secret::expose).collect();
+        assert_eq!(urls, ["mysql://u:pw1@r1:3306/y", "mysql://u:pw2@r2/y"]);
+        assert_eq!(two.replicas.max_lag, Duration::from_millis(500));
+        assert_eq!(two.replicas.check_interval, Duration::from_millis(100));
+        assert!(!format!("{two:?}").contains("pw1"));
+        let cases: [ReplicaCase<'_>; 6] = [
+            (
+                &[("DATABASE_READ_URLS", "mysql://u:secret@r1/y,")],
+                "DATABASE_READ_URLS",
+                "entry 1 is empty",
+            ),
+            (
+                &[("DATABASE_READ_URLS", "postgres://u:secret@r1/y")],
+                "DATABASE_READ_URLS",
+                "entry 0 is not",
+            ),
+            (&[("REPLICA_MAX_LAG_MS", "0")], "REPLICA_MAX_LAG_MS", ""),
+            (&[("REPLICA_MAX_LAG_MS", "soon")], "REPLICA_MAX_LAG_MS", ""),
+            (
+                &[("REPLICA_CHECK_INTERVAL_MS", "1000")],
+                "REPLICA_CHECK_INTERVAL_MS",
+                "below REPLICA_MAX_LAG_MS",
+            ),
+            (
+                &[("REPLICA_CHECK_INTERVAL_MS", "0")],
+                "REPLICA_CHECK_INTERVAL_MS",
+                "",
+            ),
+        ];
+        for (pairs, name, detail) in cases {
+            let mut pairs = pairs.to_vec();
+            pairs.push(("DATABASE_URL", "mysql://x/y"));
+            let error = config(&pairs).unwrap_err().to_string();
+            assert!(error.starts_with(name), "{error}");
+            assert!(error.contains(detail), "{error}");
+            assert!(
+                !error.contains("secret"),
+                "the URL is never echoed: {error}"
+            );
         }
     }
 

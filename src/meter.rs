@@ -318,3 +318,24 @@ pub fn sync_succeeded() {
         .map_or(0.0, |since| since.as_secs_f64());
     gauge!("sync_last_success_timestamp_seconds").set(now);
 }
+
+/// The counter of listing reads served by `target` (`primary`, `replica-0`, …): which database
+/// the reads went to. Its handle is kept by the store, so a read costs one atomic add.
+pub fn db_reads(target: String) -> metrics::Counter {
+    counter!("db_reads_total", "target" => target)
+}
+
+/// Replica `index`'s gauges: whether it is in the rotation (1) or not (0), and its last
+/// measured lag behind the primary's clock, in seconds.
+pub fn db_replica_gauges(index: usize) -> (metrics::Gauge, metrics::Gauge) {
+    let replica = index.to_string();
+    (
+        gauge!("db_replica_healthy", "replica" => replica.clone()),
+        gauge!("db_replica_lag_seconds", "replica" => replica),
+    )
+}
+
+/// The counter of listing reads that failed on replica `index` and were retried on the primary.
+pub fn db_replica_fallbacks(index: usize) -> metrics::Counter {
+    counter!("db_replica_fallbacks_total", "replica" => index.to_string())
+}

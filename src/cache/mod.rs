@@ -63,6 +63,10 @@ pub struct ResponseCache {
     shared_generation: AtomicU64,
     /// Invalidations this instance has seen; retires L1 entries even when Redis is down.
     local_generation: AtomicU64,
+    /// Called before this instance moves to a new generation (its own invalidation or another
+    /// instance's): the store then reads listings from the primary for the replicas' lag bound,
+    /// so no page of the new generation is filled from a replica that lacks the change.
+    before_invalidation: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 /// Pause between attempts to (re)subscribe to invalidations while Redis is unreachable.
@@ -80,6 +84,20 @@ impl ResponseCache {
             lock_wait,
             shared_generation: AtomicU64::new(0),
             local_generation: AtomicU64::new(0),
+            before_invalidation: None,
+        }
+    }
+
+    /// Runs `hook` before every move to a new generation (see `before_invalidation`).
+    #[must_use]
+    pub fn with_invalidation_hook(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.before_invalidation = Some(Box::new(hook));
+        self
+    }
+
+    fn notify_invalidation(&self) {
+        if let Some(hook) = &self.before_invalidation {
+            hook();
         }
     }
 
@@ -100,6 +118,7 @@ impl ResponseCache {
     /// After a catalogue change: retire this instance's entries at once, then move every
     /// instance (L1 via pub/sub, L2 via the generation in its keys) to a new generation.
     pub async fn invalidate_everywhere(&self) {
+        self.notify_invalidation();
         self.local_generation.fetch_add(1, Ordering::AcqRel);
         if let Some(generation) = self.l2.bump_generation().await {
             self.observe_shared_generation(generation);
@@ -118,6 +137,9 @@ impl ResponseCache {
     }
 
     fn observe_shared_generation(&self, generation: u64) {
+        if generation > self.shared_generation.load(Ordering::Acquire) {
+            self.notify_invalidation();
+        }
         let previous = self
             .shared_generation
             .fetch_max(generation, Ordering::AcqRel);
@@ -297,6 +319,53 @@ fn take_prefixed(bytes: &mut Bytes) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The store's primary window must be open before any request can see a new generation, so
+    /// the hook runs while the old generation is still current; and only for a newer one.
+    #[tokio::test]
+    async fn the_invalidation_hook_runs_before_the_generation_moves() {
+        let unreachable = L2::new(
+            "redis://127.0.0.1:1/",
+            l2::L2Settings {
+                namespace: "hook-test".into(),
+                ttl: Duration::from_secs(1),
+                timeout: Duration::from_millis(50),
+                lock_ttl: Duration::from_secs(1),
+            },
+        )
+        .unwrap();
+        let cache_cell: Arc<std::sync::OnceLock<Weak<ResponseCache>>> = Arc::default();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<Generation>::new()));
+        let (cell, record) = (cache_cell.clone(), seen.clone());
+        let cache = Arc::new(
+            ResponseCache::new(
+                L1::new(1 << 20, Duration::from_secs(1)),
+                unreachable,
+                Duration::from_millis(10),
+            )
+            .with_invalidation_hook(move || {
+                let cache = cell.get().and_then(Weak::upgrade).unwrap();
+                record.lock().unwrap().push(cache.generation());
+            }),
+        );
+        cache_cell.set(Arc::downgrade(&cache)).unwrap();
+
+        let before = cache.generation();
+        cache.invalidate_everywhere().await;
+        assert_eq!(*seen.lock().unwrap(), [before], "own invalidation");
+        assert_ne!(cache.generation(), before);
+
+        let before = cache.generation();
+        cache.observe_shared_generation(5);
+        cache.observe_shared_generation(5);
+        cache.observe_shared_generation(3);
+        assert_eq!(
+            seen.lock().unwrap()[1..],
+            [before],
+            "another instance's, once; not a repeated or older one"
+        );
+        assert_eq!(cache.generation().shared, 5);
+    }
 
     #[test]
     fn l2_encoding_round_trips_and_rejects_garbage() {

@@ -31,6 +31,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "date_indexes_carry_price",
         sql: include_str!("../../migrations/0003_date_indexes_carry_price.sql"),
     },
+    Migration {
+        version: 4,
+        name: "replication_heartbeat",
+        sql: include_str!("../../migrations/0004_replication_heartbeat.sql"),
+    },
 ];
 
 /// How long to wait for another instance's migration run.

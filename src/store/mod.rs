@@ -4,10 +4,14 @@
 //! bounded by the query deadline, so a sick database costs a request at most that long; a
 //! request's wait for a connection is bounded tighter still, and refused at once when the pool
 //! is saturated (`pool.rs`).
+//!
+//! With read replicas (`replica.rs`) listing reads go to a replica proven fresh enough; every
+//! write, the webhook and sync transactions, migrations, the seed and readiness use the primary.
 
 pub mod events;
 pub mod migrate;
 pub mod pool;
+pub mod replica;
 pub mod seed;
 pub mod sql;
 pub mod sync;
@@ -20,7 +24,9 @@ use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value
 
 use crate::domain::{ListingQuery, Page, Price, Product, Timestamp};
 use pool::{Admission, Gate, PooledConn};
-use sql::Statements;
+pub use replica::{PrimaryWindow, ReadCounts, ReplicaReport, ReplicaSettings, ReplicaState};
+use replica::{Replica, Rotation};
+use sql::{Plan, Statements};
 
 /// Settings of the pool and its deadline.
 #[derive(Debug, Clone)]
@@ -55,11 +61,15 @@ pub enum StoreError {
 
 /// The MySQL side of the service.
 pub struct Store {
-    pool: Pool,
-    /// Counts, bounds and sheds the waits for `pool`'s connections.
-    gate: Gate,
+    /// Where every write goes, and every read that must see one.
+    primary: Database,
+    /// The read replicas (none by default) and which of them may serve a listing now.
+    rotation: Rotation,
     statements: Statements,
     query_timeout: Duration,
+    /// The most a listing may spend on a replica before it is retried on the primary: half the
+    /// query deadline, so the retry still has the other half.
+    replica_timeout: Duration,
     /// Listing queries sent to MySQL; tests read it to prove coalescing.
     listing_queries: AtomicU64,
     /// Pages answered by each [`PlanTaken`]; tests read it to prove which plan ran.
@@ -99,9 +109,17 @@ impl PlanTaken {
     }
 }
 
-impl Store {
-    /// Builds the pool (connections open lazily; [`Store::warm`] opens the minimum).
-    pub fn new(database_url: &str, settings: &StoreSettings) -> Result<Store, StoreError> {
+/// One MySQL server: its pool and the gate every wait for a connection goes through.
+pub(crate) struct Database {
+    pool: Pool,
+    /// Counts, bounds and sheds the waits for `pool`'s connections.
+    gate: Gate,
+}
+
+impl Database {
+    /// Builds the pool (connections open lazily). `metered`: whether the pool gauges
+    /// (`db_pool_*`) describe this pool; they describe the primary's.
+    fn new(url: &str, settings: &StoreSettings, metered: bool) -> Result<Database, StoreError> {
         let constraints = PoolConstraints::new(settings.pool_min, settings.pool_max.max(1))
             .unwrap_or_else(|| {
                 PoolConstraints::new(1, settings.pool_max.max(1)).expect("1 <= max")
@@ -116,20 +134,57 @@ impl Store {
             .with_constraints(constraints)
             .with_inactive_connection_ttl(Duration::from_secs(60))
             .with_reset_connection(false);
-        let opts = OptsBuilder::from_opts(Opts::from_url(database_url)?)
+        let opts = OptsBuilder::from_opts(Opts::from_url(url)?)
             .pool_opts(pool_opts)
             .stmt_cache_size(256)
             .prefer_socket(false)
             .tcp_nodelay(true);
-        Ok(Store {
+        Ok(Database {
             pool: Pool::new(opts),
             gate: Gate::new(
                 settings.pool_max.max(1),
                 settings.pool_wait,
                 settings.pool_max_waiting,
+                metered,
             ),
+        })
+    }
+
+    async fn acquire(&self, admission: Admission) -> Result<PooledConn, StoreError> {
+        self.gate.acquire(&self.pool, admission).await
+    }
+}
+
+impl Store {
+    /// Builds the pool (connections open lazily; [`Store::warm`] opens the minimum).
+    pub fn new(database_url: &str, settings: &StoreSettings) -> Result<Store, StoreError> {
+        Store::with_replicas(database_url, settings, &ReplicaSettings::default())
+    }
+
+    /// The primary's pool and one pool per replica, each sized and bounded by `settings`.
+    /// Replicas start out of the rotation; [`Store::spawn_replica_monitor`] brings them in.
+    pub fn with_replicas(
+        database_url: &str,
+        settings: &StoreSettings,
+        replica_settings: &ReplicaSettings,
+    ) -> Result<Store, StoreError> {
+        let replicas = replica_settings
+            .urls
+            .iter()
+            .enumerate()
+            .map(|(index, url)| {
+                let opts = Opts::from_url(url.expose())?;
+                let address = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
+                let database = Database::new(url.expose(), settings, false)?;
+                Ok(Replica::new(index, address, database))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Store {
+            primary: Database::new(database_url, settings, true)?,
+            rotation: Rotation::new(replicas, replica_settings),
             statements: Statements::build(),
             query_timeout: settings.query_timeout,
+            replica_timeout: settings.query_timeout / 2,
             listing_queries: AtomicU64::new(0),
             plans_taken: Default::default(),
         })
@@ -150,13 +205,24 @@ impl Store {
     /// that window holds fewer than `take + 1` matches does FULLTEXT gather them all. A price
     /// band in date order counts the band first and reads it whole only when it is small
     /// (see [`sql::Band`]).
+    ///
+    /// The read goes to a replica when one is proven fresh (see `replica.rs`), else to the
+    /// primary; a replica read that fails is retried on the primary within the same deadline.
     pub async fn list(&self, query: &ListingQuery) -> Result<Page, StoreError> {
         self.listing_queries.fetch_add(1, Ordering::Relaxed);
         let plan = self.statements.plan(query);
         let rows: Vec<Row> = self
             .bounded(async {
-                let mut conn = self.request_connection().await?;
-                self.run_plan(&mut conn, &plan, query.take).await
+                if let Some(replica) = self.rotation.choose() {
+                    // Boxed: only taken with replicas; inline, it pushed every request's future
+                    // past clippy's large_futures limit (16 KiB).
+                    let read = Box::pin(self.read_from_replica(replica, &plan, query.take));
+                    if let Some(rows) = read.await {
+                        return Ok(rows);
+                    }
+                }
+                self.rotation.served_by_primary();
+                self.read_listing(&self.primary, &plan, query.take).await
             })
             .await?;
         let take = usize::from(query.take);
@@ -169,16 +235,50 @@ impl Store {
         Ok(Page { products, has_more })
     }
 
-    /// The statements of `plan`, in its order, on one connection.
-    async fn run_plan(
+    /// The rows of `plan` from `replica` within `replica_timeout`, or `None` for the caller to
+    /// read the primary: a replica that fails or is too slow leaves the rotation at once (the
+    /// monitor brings it back), so a dying replica costs some reads latency, never an error. A
+    /// shed or a pool-wait timeout does not take it out: a busy pool says nothing of its health.
+    async fn read_from_replica(
         &self,
-        conn: &mut PooledConn,
-        plan: &sql::Plan<'_>,
+        replica: &Replica,
+        plan: &Plan<'_>,
+        take: u8,
+    ) -> Option<Vec<Row>> {
+        let attempt = tokio::time::timeout(
+            self.replica_timeout,
+            self.read_listing(&replica.database, plan, take),
+        )
+        .await;
+        let eject = match attempt {
+            Ok(Ok(rows)) => {
+                replica.served();
+                return Some(rows);
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(replica = replica.index(), %error, "replica read failed");
+                !matches!(error, StoreError::Saturated | StoreError::PoolTimeout(_))
+            }
+            Err(_elapsed) => {
+                tracing::debug!(replica = replica.index(), "replica read timed out");
+                true
+            }
+        };
+        self.rotation.read_failed(replica, eject);
+        None
+    }
+
+    /// The rows of `plan` from `database`, its statements in their order on one connection.
+    async fn read_listing(
+        &self,
+        database: &Database,
+        plan: &Plan<'_>,
         take: u8,
     ) -> Result<Vec<Row>, StoreError> {
         let wanted = usize::from(take) + 1;
+        let mut conn = database.acquire(Admission::Request).await?;
         if let Some((sql, params)) = &plan.window {
-            let rows = self.exec_retrying(conn, sql, params).await?;
+            let rows = exec_retrying(database, &mut conn, sql, params).await?;
             if rows.len() >= wanted {
                 self.took(PlanTaken::SearchWindow);
                 return Ok(rows);
@@ -187,7 +287,7 @@ impl Store {
         }
         if let Some(band) = &plan.band {
             let (sql, params) = &band.probe;
-            let counted = self.exec_retrying(conn, sql, params).await?;
+            let counted = exec_retrying(database, &mut conn, sql, params).await?;
             let band_rows = counted
                 .into_iter()
                 .next()
@@ -196,36 +296,18 @@ impl Store {
             if band_rows <= sql::band_range_max(take) {
                 self.took(PlanTaken::BandRange);
                 let (sql, params) = &band.range;
-                return self.exec_retrying(conn, sql, params).await;
+                return exec_retrying(database, &mut conn, sql, params).await;
             }
             self.took(PlanTaken::BandWalk);
         }
         let (sql, params) = &plan.exact;
-        self.exec_retrying(conn, sql, params).await
-    }
-
-    /// Runs a read; a pooled connection can be dead after a database restart, and reads are
-    /// idempotent, so one retry on a fresh connection (replacing `conn`) hides the restart.
-    async fn exec_retrying(
-        &self,
-        conn: &mut PooledConn,
-        sql: &str,
-        params: &[mysql_async::Value],
-    ) -> Result<Vec<Row>, StoreError> {
-        match conn.exec(sql, params.to_vec()).await {
-            Ok(rows) => Ok(rows),
-            Err(error) if is_connection_error(&error) => {
-                *conn = self.request_connection().await?;
-                Ok(conn.exec(sql, params.to_vec()).await?)
-            }
-            Err(error) => Err(error.into()),
-        }
+        exec_retrying(database, &mut conn, sql, params).await
     }
 
     /// `SELECT 1` within the deadline, for readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.bounded(async {
-            let mut conn = self.gate.acquire(&self.pool, Admission::Patient).await?;
+            let mut conn = self.primary.acquire(Admission::Patient).await?;
             Ok::<_, StoreError>(conn.ping().await?)
         })
         .await
@@ -234,7 +316,26 @@ impl Store {
     /// Callers waiting for a pooled connection right now (also exported as `db_pool_waiting`).
     #[must_use]
     pub fn pool_waiting(&self) -> usize {
-        self.gate.waiting()
+        self.primary.gate.waiting()
+    }
+
+    /// Each replica's state and last lag, for `/ready` (empty without replicas).
+    #[must_use]
+    pub fn replica_reports(&self) -> Vec<ReplicaReport> {
+        self.rotation.reports()
+    }
+
+    /// Listing reads this store served from the primary and from each replica.
+    #[must_use]
+    pub fn read_counts(&self) -> ReadCounts {
+        self.rotation.read_counts()
+    }
+
+    /// The window the cache opens after an invalidation (see [`PrimaryWindow`]); `None` without
+    /// replicas, where every read is the primary's anyway.
+    #[must_use]
+    pub fn primary_window(&self) -> Option<std::sync::Arc<PrimaryWindow>> {
+        self.rotation.window()
     }
 
     /// How many listing queries this store has sent.
@@ -256,20 +357,24 @@ impl Store {
 
     /// A connection within the deadline, for the off-path jobs (migrate, seed, sync).
     pub async fn connection(&self) -> Result<PooledConn, StoreError> {
-        self.bounded(self.gate.acquire(&self.pool, Admission::Patient))
-            .await
+        self.bounded(self.primary.acquire(Admission::Patient)).await
     }
 
     /// A connection for a request: refused at once when the pool is saturated, and waited for
     /// at most `DB_POOL_WAIT_MS`, so overload answers a fast 503 instead of a growing queue.
     pub async fn request_connection(&self) -> Result<PooledConn, StoreError> {
-        self.gate.acquire(&self.pool, Admission::Request).await
+        self.primary.acquire(Admission::Request).await
     }
 
-    /// Closes every connection; call once on shutdown.
+    /// Closes every connection, the replicas' too; call once on shutdown.
     pub async fn disconnect(self) {
-        if let Err(error) = self.pool.disconnect().await {
+        if let Err(error) = self.primary.pool.disconnect().await {
             tracing::warn!(%error, "closing the MySQL pool");
+        }
+        for replica in self.rotation.replicas() {
+            if let Err(error) = replica.database.pool.clone().disconnect().await {
+                tracing::warn!(replica = replica.index(), %error, "closing a replica's pool");
+            }
         }
     }
 
@@ -281,6 +386,24 @@ impl Store {
             Ok(result) => result.map_err(Into::into),
             Err(_) => Err(StoreError::Timeout(self.query_timeout)),
         }
+    }
+}
+
+/// Runs a read; a pooled connection can be dead after a database restart, and reads are
+/// idempotent, so one retry on a fresh connection (replacing `conn`) hides the restart.
+async fn exec_retrying(
+    database: &Database,
+    conn: &mut PooledConn,
+    sql: &str,
+    params: &[mysql_async::Value],
+) -> Result<Vec<Row>, StoreError> {
+    match conn.exec(sql, params.to_vec()).await {
+        Ok(rows) => Ok(rows),
+        Err(error) if is_connection_error(&error) => {
+            *conn = database.acquire(Admission::Request).await?;
+            Ok(conn.exec(sql, params.to_vec()).await?)
+        }
+        Err(error) => Err(error.into()),
     }
 }
 

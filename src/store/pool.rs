@@ -36,6 +36,9 @@ pub(super) struct Gate {
     in_use: Arc<AtomicUsize>,
     /// Callers inside `get_conn`.
     waiting: AtomicUsize,
+    /// Whether this gate reports the `db_pool_*` gauges: the primary's does; a replica's would
+    /// mix its pool into the primary's figures.
+    metered: bool,
 }
 
 /// A pooled connection that counts itself in use until it is dropped (back to the pool).
@@ -46,14 +49,17 @@ pub struct PooledConn {
 }
 
 impl Gate {
-    pub(super) fn new(pool_max: usize, wait: Duration, max_waiting: usize) -> Gate {
-        crate::meter::db_pool_max(pool_max);
+    pub(super) fn new(pool_max: usize, wait: Duration, max_waiting: usize, metered: bool) -> Gate {
+        if metered {
+            crate::meter::db_pool_max(pool_max);
+        }
         Gate {
             pool_max,
             wait,
             max_waiting,
             in_use: Arc::new(AtomicUsize::new(0)),
             waiting: AtomicUsize::new(0),
+            metered,
         }
     }
 
@@ -63,10 +69,12 @@ impl Gate {
         pool: &Pool,
         admission: Admission,
     ) -> Result<PooledConn, StoreError> {
-        let waiting = Waiting::enter(&self.waiting);
+        let waiting = Waiting::enter(&self.waiting, self.metered);
         if admission == Admission::Request && self.is_saturated(waiting.ahead) {
             drop(waiting);
-            crate::meter::db_pool_shed();
+            if self.metered {
+                crate::meter::db_pool_shed();
+            }
             return Err(StoreError::Saturated);
         }
         let started = Instant::now();
@@ -74,16 +82,20 @@ impl Gate {
             Admission::Request => tokio::time::timeout(self.wait, pool.get_conn()).await,
             Admission::Patient => Ok(pool.get_conn().await),
         };
-        crate::meter::db_pool_wait(started.elapsed());
+        if self.metered {
+            crate::meter::db_pool_wait(started.elapsed());
+        }
         drop(waiting);
         match outcome {
             Ok(Ok(conn)) => Ok(PooledConn {
                 conn,
-                _lease: Lease::take(&self.in_use),
+                _lease: Lease::take(&self.in_use, self.metered),
             }),
             Ok(Err(error)) => Err(StoreError::Database(error)),
             Err(_elapsed) => {
-                crate::meter::db_pool_wait_timeout();
+                if self.metered {
+                    crate::meter::db_pool_wait_timeout();
+                }
                 Err(StoreError::PoolTimeout(self.wait))
             }
         }
@@ -119,39 +131,58 @@ struct Waiting<'a> {
     counter: &'a AtomicUsize,
     /// Callers that were already waiting when this one arrived.
     ahead: usize,
+    metered: bool,
 }
 
 impl<'a> Waiting<'a> {
-    fn enter(counter: &'a AtomicUsize) -> Waiting<'a> {
+    fn enter(counter: &'a AtomicUsize, metered: bool) -> Waiting<'a> {
         let ahead = counter.fetch_add(1, Ordering::Relaxed);
-        crate::meter::db_pool_waiting(1.0);
-        Waiting { counter, ahead }
+        if metered {
+            crate::meter::db_pool_waiting(1.0);
+        }
+        Waiting {
+            counter,
+            ahead,
+            metered,
+        }
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.counter.fetch_sub(1, Ordering::Relaxed);
-        crate::meter::db_pool_waiting(-1.0);
+        if self.metered {
+            crate::meter::db_pool_waiting(-1.0);
+        }
     }
 }
 
 /// One connection counted in use.
 #[derive(Debug)]
-struct Lease(Arc<AtomicUsize>);
+struct Lease {
+    in_use: Arc<AtomicUsize>,
+    metered: bool,
+}
 
 impl Lease {
-    fn take(in_use: &Arc<AtomicUsize>) -> Lease {
+    fn take(in_use: &Arc<AtomicUsize>, metered: bool) -> Lease {
         in_use.fetch_add(1, Ordering::Relaxed);
-        crate::meter::db_pool_in_use(1.0);
-        Lease(Arc::clone(in_use))
+        if metered {
+            crate::meter::db_pool_in_use(1.0);
+        }
+        Lease {
+            in_use: Arc::clone(in_use),
+            metered,
+        }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-        crate::meter::db_pool_in_use(-1.0);
+        self.in_use.fetch_sub(1, Ordering::Relaxed);
+        if self.metered {
+            crate::meter::db_pool_in_use(-1.0);
+        }
     }
 }
 
@@ -161,15 +192,18 @@ mod tests {
 
     #[test]
     fn sheds_only_when_every_connection_is_out_and_enough_wait() {
-        let gate = Gate::new(2, Duration::from_millis(100), 3);
+        let gate = Gate::new(2, Duration::from_millis(100), 3, true);
         assert!(!gate.is_saturated(10), "free connections: never shed");
-        let leases = [Lease::take(&gate.in_use), Lease::take(&gate.in_use)];
+        let leases = [
+            Lease::take(&gate.in_use, true),
+            Lease::take(&gate.in_use, true),
+        ];
         assert!(!gate.is_saturated(2));
         assert!(gate.is_saturated(3));
         drop(leases);
         assert!(!gate.is_saturated(3), "returned connections free the pool");
-        let strict = Gate::new(1, Duration::from_millis(100), 0);
-        let _lease = Lease::take(&strict.in_use);
+        let strict = Gate::new(1, Duration::from_millis(100), 0, true);
+        let _lease = Lease::take(&strict.in_use, true);
         assert!(
             strict.is_saturated(0),
             "max 0 waiting: shed as soon as the pool is out"
@@ -179,8 +213,8 @@ mod tests {
     #[test]
     fn a_dropped_waiter_is_no_longer_counted() {
         let counter = AtomicUsize::new(0);
-        let first = Waiting::enter(&counter);
-        let second = Waiting::enter(&counter);
+        let first = Waiting::enter(&counter, true);
+        let second = Waiting::enter(&counter, true);
         assert_eq!((first.ahead, second.ahead), (0, 1));
         drop(first);
         drop(second);

@@ -1,5 +1,7 @@
 //! The integration tests: one binary, against real MariaDB and Redis started by `scripts/test`
-//! (`TEST_DATABASE_URL`, `TEST_REDIS_URL`). Each test gets its own database and cache namespace.
+//! (`TEST_DATABASE_URL`, `TEST_REDIS_URL`, and for `replicas` the replication pair:
+//! `TEST_REPL_PRIMARY_URL`, `TEST_REPLICA_URL`). Each test gets its own database and cache
+//! namespace.
 
 mod caching;
 mod errors;
@@ -10,6 +12,7 @@ mod observability;
 mod openapi;
 mod proxy;
 mod rate_limit;
+mod replicas;
 mod resilience;
 mod standin;
 mod sync;
