@@ -219,8 +219,9 @@ async fn position_at(
     Ok(Position { key, id })
 }
 
-/// Rows read and time of the statements the service runs for `query`: for a search, the bounded
-/// walk, plus FULLTEXT when the walk fell short of a page; for a price band in date order, the
+/// Rows read and time of the statements the service runs for `query`: for a search, the window's
+/// bound and walk, plus FULLTEXT when the walk fell short of a page (the first time: the service
+/// then remembers the search as sparse and skips the walk); for a price band in date order, the
 /// band's count, then the range or the walk (as `Store::list` decides).
 async fn measure_plan(
     conn: &mut Conn,
@@ -230,11 +231,16 @@ async fn measure_plan(
 ) -> Result<(u64, Duration), mysql_async::Error> {
     let plan = statements.plan(query);
     let mut total = (0, Duration::ZERO);
-    if let Some((sql, params)) = &plan.window {
-        let (rows_read, elapsed) = measure(conn, sql, params, baseline).await?;
-        total = (rows_read, elapsed);
-        let rows: Vec<Row> = conn.exec(*sql, params.clone()).await?;
-        if rows.len() > usize::from(query.take) {
+    if let Some(window) = &plan.window {
+        let (sql, params) = &window.bound;
+        total = measure(conn, sql, params, baseline).await?;
+        let bound: Option<(Value, Value)> = conn.exec_first(*sql, params.clone()).await?;
+        let reaches_the_end = bound.is_none();
+        let (sql, params) = window.walk(bound);
+        let (rows_read, elapsed) = measure(conn, sql, &params, baseline).await?;
+        total = (total.0 + rows_read, total.1 + elapsed);
+        let rows: Vec<Row> = conn.exec(sql, params).await?;
+        if rows.len() > usize::from(query.take) || reaches_the_end {
             return Ok(total);
         }
     }

@@ -28,6 +28,24 @@ pub use replica::{PrimaryWindow, ReadCounts, ReplicaReport, ReplicaSettings, Rep
 use replica::{Replica, Rotation};
 use sql::{Plan, Statements};
 
+/// How long a search whose window came up short goes straight to FULLTEXT. Words do not turn
+/// common in a minute; a wrong guess (a common word whose window was short at one position)
+/// costs one FULLTEXT gather per page for at most this long.
+pub const SPARSE_SEARCH_TTL: Duration = Duration::from_secs(60);
+/// At most this many such searches are remembered (~100 bytes each).
+const SPARSE_SEARCHES_KEPT: u64 = 10_000;
+
+/// The words and category of a search: what decides how dense its matches are.
+fn sparse_search_key(query: &ListingQuery) -> String {
+    let filters = &query.filters;
+    let words = filters
+        .search
+        .as_ref()
+        .map(crate::domain::SearchTerms::boolean_mode_expression)
+        .unwrap_or_default();
+    format!("{}\n{words}", filters.category.as_deref().unwrap_or(""))
+}
+
 /// Settings of the pool and its deadline.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
@@ -74,6 +92,19 @@ pub struct Store {
     listing_queries: AtomicU64,
     /// Pages answered by each [`PlanTaken`]; tests read it to prove which plan ran.
     plans_taken: [AtomicU64; PlanTaken::ALL.len()],
+    /// Searches (words and category) whose window walk came up short: rare words, answered by
+    /// FULLTEXT directly for [`SPARSE_SEARCH_TTL`].
+    sparse_searches: moka::future::Cache<String, ()>,
+}
+
+/// What a search window's walk found.
+enum Walked {
+    /// The page: `take + 1` matches, or the matches up to the end of the order.
+    Page(Vec<Row>),
+    /// Fewer than `take + 1` matches in the whole window: FULLTEXT answers.
+    ShortOfAPage,
+    /// Not walked: this search came up short recently.
+    KnownSparse,
 }
 
 /// Which statement answered a page whose shape has two plans (see [`sql::Plan`]).
@@ -83,6 +114,9 @@ pub enum PlanTaken {
     SearchWindow,
     /// A search page from FULLTEXT, after a walk that fell short.
     SearchFulltext,
+    /// A search page from FULLTEXT without a walk: the same words (and category) came up short
+    /// within the last [`SPARSE_SEARCH_TTL`].
+    SearchSparse,
     /// A small price band read whole from the price index and sorted by date.
     BandRange,
     /// A large price band walked in date order on the index alone.
@@ -90,9 +124,10 @@ pub enum PlanTaken {
 }
 
 impl PlanTaken {
-    pub const ALL: [PlanTaken; 4] = [
+    pub const ALL: [PlanTaken; 5] = [
         PlanTaken::SearchWindow,
         PlanTaken::SearchFulltext,
+        PlanTaken::SearchSparse,
         PlanTaken::BandRange,
         PlanTaken::BandWalk,
     ];
@@ -103,6 +138,7 @@ impl PlanTaken {
         match self {
             PlanTaken::SearchWindow => "search_window",
             PlanTaken::SearchFulltext => "search_fulltext",
+            PlanTaken::SearchSparse => "search_sparse",
             PlanTaken::BandRange => "band_range",
             PlanTaken::BandWalk => "band_walk",
         }
@@ -187,6 +223,10 @@ impl Store {
             replica_timeout: settings.query_timeout / 2,
             listing_queries: AtomicU64::new(0),
             plans_taken: Default::default(),
+            sparse_searches: moka::future::Cache::builder()
+                .max_capacity(SPARSE_SEARCHES_KEPT)
+                .time_to_live(SPARSE_SEARCH_TTL)
+                .build(),
         })
     }
 
@@ -214,15 +254,12 @@ impl Store {
         let rows: Vec<Row> = self
             .bounded(async {
                 if let Some(replica) = self.rotation.choose() {
-                    // Boxed: only taken with replicas; inline, it pushed every request's future
-                    // past clippy's large_futures limit (16 KiB).
-                    let read = Box::pin(self.read_from_replica(replica, &plan, query.take));
-                    if let Some(rows) = read.await {
+                    if let Some(rows) = self.read_from_replica(replica, &plan, query).await {
                         return Ok(rows);
                     }
                 }
                 self.rotation.served_by_primary();
-                self.read_listing(&self.primary, &plan, query.take).await
+                self.read_listing(&self.primary, &plan, query).await
             })
             .await?;
         let take = usize::from(query.take);
@@ -243,11 +280,11 @@ impl Store {
         &self,
         replica: &Replica,
         plan: &Plan<'_>,
-        take: u8,
+        query: &ListingQuery,
     ) -> Option<Vec<Row>> {
         let attempt = tokio::time::timeout(
             self.replica_timeout,
-            self.read_listing(&replica.database, plan, take),
+            self.read_listing(&replica.database, plan, query),
         )
         .await;
         let eject = match attempt {
@@ -273,17 +310,20 @@ impl Store {
         &self,
         database: &Database,
         plan: &Plan<'_>,
-        take: u8,
+        query: &ListingQuery,
     ) -> Result<Vec<Row>, StoreError> {
-        let wanted = usize::from(take) + 1;
+        let take = query.take;
         let mut conn = database.acquire(Admission::Request).await?;
-        if let Some((sql, params)) = &plan.window {
-            let rows = exec_retrying(database, &mut conn, sql, params).await?;
-            if rows.len() >= wanted {
-                self.took(PlanTaken::SearchWindow);
-                return Ok(rows);
-            }
-            self.took(PlanTaken::SearchFulltext);
+        if let Some(window) = &plan.window {
+            let taken = match self.walk_window(database, &mut conn, window, query).await? {
+                Walked::Page(rows) => {
+                    self.took(PlanTaken::SearchWindow);
+                    return Ok(rows);
+                }
+                Walked::ShortOfAPage => PlanTaken::SearchFulltext,
+                Walked::KnownSparse => PlanTaken::SearchSparse,
+            };
+            self.took(taken);
         }
         if let Some(band) = &plan.band {
             let (sql, params) = &band.probe;
@@ -302,6 +342,37 @@ impl Store {
         }
         let (sql, params) = &plan.exact;
         exec_retrying(database, &mut conn, sql, params).await
+    }
+
+    /// A search page from the window walk (see [`sql::Window`]), or why FULLTEXT must answer.
+    /// Searches whose window came up short before are
+    /// remembered for a while ([`SPARSE_SEARCH_TTL`]) and go to FULLTEXT at once: their words
+    /// are rare, so the walk would read its whole window for nothing.
+    async fn walk_window(
+        &self,
+        database: &Database,
+        conn: &mut PooledConn,
+        window: &sql::Window<'_>,
+        query: &ListingQuery,
+    ) -> Result<Walked, StoreError> {
+        let sparse_key = sparse_search_key(query);
+        if self.sparse_searches.contains_key(&sparse_key) {
+            return Ok(Walked::KnownSparse);
+        }
+        let (sql, params) = &window.bound;
+        let bound = exec_retrying(database, conn, sql, params)
+            .await?
+            .into_iter()
+            .next()
+            .and_then(|mut row| Some((row.take::<Value, _>(0)?, row.take::<Value, _>(1)?)));
+        let reaches_the_end = bound.is_none();
+        let (sql, params) = window.walk(bound);
+        let rows = exec_retrying(database, conn, sql, &params).await?;
+        if rows.len() > usize::from(query.take) || reaches_the_end {
+            return Ok(Walked::Page(rows));
+        }
+        self.sparse_searches.insert(sparse_key, ()).await;
+        Ok(Walked::ShortOfAPage)
     }
 
     /// `SELECT 1` within the deadline, for readiness.

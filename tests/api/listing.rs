@@ -268,6 +268,22 @@ async fn a_common_word_is_served_by_the_index_walk_and_a_rare_word_by_fulltext()
     let reply = app.get("/products/v1?search=zephyrine").await;
     assert_eq!(reply.status, 200);
     assert_eq!(fulltext_pages(), 1);
+    // The same search again (another page size, so not from the cache): known to be sparse, it
+    // goes to FULLTEXT without walking.
+    let sparse_pages = || app.app.store().pages_by_plan(PlanTaken::SearchSparse);
+    let again = app.get("/products/v1?search=zephyrine&take=5").await;
+    assert_eq!(again.status, 200);
+    assert_eq!((fulltext_pages(), sparse_pages()), (1, 1));
+
+    // A walk of every page of a common word (~5 %): at its end the window reaches the end of
+    // the order, and that short last page is conclusive too (no FULLTEXT).
+    let walked = app.walk("search=oak&sort=-created_at&take=100").await;
+    assert!(walked.len() > 300, "{} rows", walked.len());
+    assert_eq!(
+        (fulltext_pages(), sparse_pages()),
+        (1, 1),
+        "every page of a common word, the last one included, came from the walk"
+    );
     app.stop().await;
     database.drop_database().await;
 }
