@@ -85,6 +85,9 @@ pub struct ServerSettings {
     /// How long a kept-alive connection may wait between requests (idle, then the next head)
     /// before it is closed. At least `header_read_timeout`, which bounds the first request's head.
     pub keep_alive_timeout: Duration,
+    /// `REUSE_PORT=1` (Linux only): listen with `SO_REUSEPORT`, so several instances on one
+    /// host share `PORT` and the kernel spreads new connections over them.
+    pub reuse_port: bool,
 }
 
 /// A setting that is missing or malformed.
@@ -181,6 +184,7 @@ impl Config {
                 drain_delay: env.millis("DRAIN_DELAY_MS", 1_000)?,
                 max_header_bytes: env.parse("MAX_HEADER_BYTES", 16 * 1024)?,
                 keep_alive_timeout,
+                reuse_port: reuse_port(&env)?,
             },
             upstream: upstream(&env)?,
             rate_limit: rate_limit(&env)?,
@@ -191,6 +195,25 @@ impl Config {
                 .map_err(|reason: String| invalid("LOG_FORMAT", reason))?,
         })
     }
+}
+
+/// `REUSE_PORT`: `1`/`true` or `0`/`false` (the default); refused off Linux, where
+/// `SO_REUSEPORT` does not spread connections over the sockets sharing a port.
+fn reuse_port(env: &Env<'_>) -> Result<bool, ConfigError> {
+    let on = match env.text("REUSE_PORT").as_deref().map(str::trim) {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(other) => {
+            return Err(invalid(
+                "REUSE_PORT",
+                format!("{other:?} is not valid: use 1 or 0"),
+            ))
+        }
+    };
+    if on && !cfg!(target_os = "linux") {
+        return Err(invalid("REUSE_PORT", "is only supported on Linux".into()));
+    }
+    Ok(on)
 }
 
 /// The upstream settings, required together once `API_URL` is set.
@@ -463,11 +486,16 @@ mod tests {
         );
         assert_eq!(config.redis_url.expose(), "redis://:x@cache:6379/");
         assert_eq!(config.port, 8000);
+        assert!(!config.server.reuse_port, "REUSE_PORT is off by default");
     }
 
     #[test]
     fn errors_name_the_setting() {
-        let cases: [(&[(&str, &str)], &str); 13] = [
+        let cases: [(&[(&str, &str)], &str); 14] = [
+            (
+                &[("DATABASE_URL", "mysql://x/y"), ("REUSE_PORT", "yes")],
+                "REUSE_PORT",
+            ),
             (
                 &[
                     ("DATABASE_URL", "mysql://x/y"),
@@ -604,6 +632,15 @@ mod tests {
                 !error.contains("secret"),
                 "the URL is never echoed: {error}"
             );
+        }
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn reuse_port_takes_one_or_zero() {
+        for (text, on) in [("1", true), ("true", true), ("0", false), ("false", false)] {
+            let config = config(&[("DATABASE_URL", "mysql://x/y"), ("REUSE_PORT", text)]).unwrap();
+            assert_eq!(config.server.reuse_port, on, "{text}");
         }
     }
 

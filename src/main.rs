@@ -133,10 +133,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     let address = std::net::SocketAddr::new(config.host, config.port);
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("HOST/PORT: cannot listen on {address}"))?;
-    tracing::info!(%address, "serving");
+    let listener = server::bind(address, config.server.reuse_port)?;
+    tracing::info!(%address, reuse_port = config.server.reuse_port, "serving");
     let drain_delay = config.server.drain_delay;
     let draining_app = app.clone();
     let shutdown = async move {

@@ -3,6 +3,7 @@
 //! `run` takes its listener and its shutdown future as arguments, so tests bind port 0 and stop
 //! it when they like. It never decides what a request means: that is [`App::handle`].
 
+pub mod listener;
 pub mod request_id;
 
 use std::future::Future;
@@ -23,6 +24,8 @@ use futures_util::FutureExt as _;
 use crate::app::App;
 use crate::config::ServerSettings;
 use crate::response::HttpResponse;
+
+pub use listener::{bind, BindError};
 
 /// The longest pause after repeated accept errors (e.g. out of file descriptors).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);

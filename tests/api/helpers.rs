@@ -130,7 +130,8 @@ impl Options {
         self
     }
 
-    fn config(&self) -> Config {
+    /// The `Config` each instance spawned with these options is built from.
+    pub fn config(&self) -> Config {
         let mut vars: HashMap<String, String> = HashMap::from([
             ("DATABASE_URL".into(), self.database_url.clone()),
             ("REDIS_URL".into(), self.redis_url.clone()),
@@ -164,9 +165,14 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app(options: &Options) -> TestApp {
+    spawn_app_on(options, SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// An instance listening on `address`, bound as `serve` binds (`REUSE_PORT` from `options`).
+pub async fn spawn_app_on(options: &Options, address: SocketAddr) -> TestApp {
     let config = options.config();
     let app = Arc::new(App::build(&config).await.unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = product_api::server::bind(address, config.server.reuse_port).unwrap();
     let address = listener.local_addr().unwrap();
     let (shutdown, stop) = oneshot::channel::<()>();
     let server_app = app.clone();
@@ -185,6 +191,19 @@ pub async fn spawn_app(options: &Options) -> TestApp {
             .unwrap(),
         shutdown: Some(shutdown),
         server: Some(server),
+    }
+}
+
+/// `count` instances of one deployment: the same options, so the same MySQL, Redis namespace
+/// and secrets; each a full `App` with its own pool, caches and limiter.
+pub async fn spawn_apps(options: &Options, count: usize) -> Vec<TestApp> {
+    futures::future::join_all((0..count).map(|_| spawn_app(options))).await
+}
+
+/// Stops every instance of a fleet, each after its in-flight requests.
+pub async fn stop_apps(apps: impl IntoIterator<Item = TestApp>) {
+    for app in apps {
+        app.stop().await;
     }
 }
 

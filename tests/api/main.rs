@@ -7,6 +7,7 @@ mod caching;
 mod errors;
 mod faults;
 mod helpers;
+mod instances;
 mod listing;
 mod observability;
 mod openapi;

@@ -44,7 +44,7 @@ impl World {
     }
 }
 
-fn settings(holder: &str) -> SyncSettings {
+pub(crate) fn settings(holder: &str) -> SyncSettings {
     SyncSettings {
         holder: holder.to_owned(),
         page_size: PAGE_SIZE,
@@ -63,7 +63,7 @@ async fn sync(app: &TestApp, world: &World, holder: &str) -> Result<SyncReport, 
 }
 
 /// Every synced row, in a stable order, with every column the listing serves.
-async fn external_rows(
+pub(crate) async fn external_rows(
     database: &TestDatabase,
 ) -> Vec<(String, String, String, String, String, String)> {
     let mut conn = database.pool.get_conn().await.unwrap();

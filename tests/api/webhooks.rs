@@ -7,7 +7,8 @@ use mysql_async::prelude::Queryable;
 use serde_json::json;
 
 use crate::helpers::{
-    eventually, now_seconds, random_suffix, socket_of, spawn_app, through, Options, TestDatabase,
+    eventually, now_seconds, random_suffix, socket_of, spawn_app, through, Options, TestApp,
+    TestDatabase,
 };
 use crate::proxy::{Mode, Proxy};
 
@@ -185,44 +186,55 @@ async fn a_change_shows_on_another_instance_within_a_second() {
     let options = Options::new(&database);
     let writer = spawn_app(&options).await;
     let reader = spawn_app(&options).await;
+    assert_a_change_reaches(&writer, &[&reader], "evt-seen").await;
+    writer.stop().await;
+    reader.stop().await;
+    database.drop_database().await;
+}
+
+/// A product created through a signed delivery to `writer` (event `event_id`) shows within a
+/// second on every reader, each of which had the empty listing cached in L1 before.
+pub(crate) async fn assert_a_change_reaches(
+    writer: &TestApp,
+    readers: &[&TestApp],
+    event_id: &str,
+) {
     let category = format!("cat-{}", random_suffix());
     let url = format!("/products/v1?category={category}");
-    let before = reader.get(&url).await;
-    assert_eq!(before.json()["data"].as_array().unwrap().len(), 0);
-    assert_eq!(
-        reader.get(&url).await.header("x-cache"),
-        Some("HIT-L1"),
-        "cached on the reader"
-    );
+    for reader in readers {
+        let before = reader.get(&url).await;
+        assert_eq!(before.json()["data"].as_array().unwrap().len(), 0);
+        assert_eq!(
+            reader.get(&url).await.header("x-cache"),
+            Some("HIT-L1"),
+            "cached on the reader"
+        );
+    }
     let body = event(
         "product.created",
         "2026-01-01T00:00:00Z",
-        "ext-4",
+        &format!("ext-{event_id}"),
         "Seen Everywhere",
         &category,
     );
     assert_eq!(
-        writer
-            .deliver("evt-seen", now_seconds(), &body)
-            .await
-            .status,
+        writer.deliver(event_id, now_seconds(), &body).await.status,
         200
     );
     eventually(
         Duration::from_secs(1),
-        "the reader lists the new product",
+        "every reader lists the new product",
         || async {
-            reader.get(&url).await.json()["data"]
-                .as_array()
-                .unwrap()
-                .len()
-                == 1
+            for reader in readers {
+                let page = reader.get(&url).await.json();
+                if page["data"].as_array().unwrap().len() != 1 {
+                    return false;
+                }
+            }
+            true
         },
     )
     .await;
-    writer.stop().await;
-    reader.stop().await;
-    database.drop_database().await;
 }
 
 #[tokio::test]
