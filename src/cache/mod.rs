@@ -14,8 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
-
 use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderValue;
 
@@ -23,7 +21,7 @@ use crate::redis_lock::Lock;
 use crate::store::StoreError;
 pub use key::{CacheKey, Generation};
 use l1::L1;
-use l2::L2;
+use l2::{Invalidation, L2};
 
 /// A finished listing response, as cached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,12 +125,13 @@ impl ResponseCache {
     }
 
     /// Follows other instances' invalidations until the cache is dropped: subscribes, catches up
-    /// with the generation (messages sent while disconnected are lost), then applies each message.
+    /// with the generation (messages sent while disconnected are lost), then applies each message;
+    /// catches up again whenever a cluster connection reports it subscribed anew.
     pub fn spawn_invalidation_listener(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let cache: Weak<ResponseCache> = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
-                let Some(pubsub) = (match cache.upgrade() {
+                let Some(mut invalidations) = (match cache.upgrade() {
                     Some(cache) => cache.l2.subscribe_invalidations().await,
                     None => return,
                 }) else {
@@ -143,11 +142,13 @@ impl ResponseCache {
                     Some(cache) => cache.sync_generation().await,
                     None => return,
                 }
-                let mut messages = pubsub.into_on_message();
-                while let Some(message) = messages.next().await {
+                while let Some(invalidation) = invalidations.next().await {
                     let Some(cache) = cache.upgrade() else { return };
-                    if let Ok(generation) = message.get_payload::<u64>() {
-                        cache.observe_shared_generation(generation);
+                    match invalidation {
+                        Invalidation::Generation(generation) => {
+                            cache.observe_shared_generation(generation);
+                        }
+                        Invalidation::CatchUp => cache.sync_generation().await,
                     }
                 }
                 tracing::debug!("invalidation subscription ended; resubscribing");
