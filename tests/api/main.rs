@@ -1,7 +1,9 @@
-//! The integration tests: one binary, against real MariaDB and Redis started by `scripts/test`
-//! (`TEST_DATABASE_URL`, `TEST_REDIS_URL`). Each test gets its own database and cache namespace.
+//! The integration tests: one binary, against real MariaDB, Redis and a Redis Cluster started by
+//! `scripts/test` (`TEST_DATABASE_URL`, `TEST_REDIS_URL`, `TEST_REDIS_CLUSTER_URLS`). Each test
+//! gets its own database and cache namespace.
 
 mod caching;
+mod cluster;
 mod errors;
 mod faults;
 mod helpers;

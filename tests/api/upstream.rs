@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use product_api::config::Secret;
 use product_api::domain::Price;
+use product_api::redis_connection::RedisTarget;
 use product_api::upstream::{
     AccessToken, BreakerState, CatalogueClient, CatalogueSettings, ClientAuth, RetrySettings,
     TokenError, TokenProvider, TokenSettings, UpstreamError,
@@ -59,7 +60,7 @@ fn token_settings(endpoint: &TokenEndpoint, namespace: &str) -> TokenSettings {
 }
 
 fn provider(settings: TokenSettings) -> TokenProvider {
-    TokenProvider::new(settings, &redis_url()).unwrap()
+    TokenProvider::new(settings, &RedisTarget::single(&redis_url())).unwrap()
 }
 
 async fn redis() -> redis::aio::MultiplexedConnection {
@@ -304,7 +305,7 @@ async fn a_token_endpoint_down_gives_callers_a_clear_error_within_the_deadline()
     // Wrong credentials are not retried at all.
     let refused = TokenProvider::new(
         TokenSettings::new(tokens.url(), CLIENT_ID, Secret::new("wrong"), namespace()),
-        &redis_url(),
+        &RedisTarget::single(&redis_url()),
     )
     .unwrap();
     tokens.control().heal();
@@ -330,8 +331,16 @@ async fn without_redis_each_instance_fetches_and_keeps_its_own_token() {
     };
     let redis_down = format!("redis://{closed}/");
     let namespace = namespace();
-    let first = TokenProvider::new(token_settings(&tokens, &namespace), &redis_down).unwrap();
-    let second = TokenProvider::new(token_settings(&tokens, &namespace), &redis_down).unwrap();
+    let first = TokenProvider::new(
+        token_settings(&tokens, &namespace),
+        &RedisTarget::single(&redis_down),
+    )
+    .unwrap();
+    let second = TokenProvider::new(
+        token_settings(&tokens, &namespace),
+        &RedisTarget::single(&redis_down),
+    )
+    .unwrap();
 
     let started = Instant::now();
     let callers: Vec<_> = (0..10)

@@ -1,0 +1,580 @@
+//! Redis Cluster (`REDIS_CLUSTER_URLS`): the single-Redis behaviours, checked on the test
+//! cluster that `scripts/test` starts (`TEST_REDIS_CLUSTER_URLS`, three masters), and one master
+//! killed mid-test on a cluster of the test's own.
+//!
+//! Each test also reads the cluster directly, so a pass cannot come from the single Redis or
+//! from a local fallback.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use product_api::config::Secret;
+use product_api::redis_connection::RedisTarget;
+use product_api::upstream::{TokenProvider, TokenSettings};
+use redis::cluster_async::ClusterConnection;
+use serde_json::json;
+
+use crate::helpers::{
+    eventually, now_seconds, random_suffix, redis_cluster_urls, spawn_app, Options, TestApp,
+    TestDatabase,
+};
+use crate::standin::{TokenEndpoint, CLIENT_ID, CLIENT_SECRET};
+
+/// A direct connection to the test cluster, to look at what the service stored.
+async fn cluster_connection(urls: &str) -> ClusterConnection {
+    redis::cluster::ClusterClient::new(urls.split(',').map(str::trim))
+        .unwrap()
+        .get_async_connection()
+        .await
+        .unwrap()
+}
+
+/// The keys of `namespace` on every master of the cluster (`KEYS` goes to all of them).
+async fn cluster_keys(connection: &mut ClusterConnection, namespace: &str) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg(format!("{namespace}:*"))
+        .query_async(connection)
+        .await
+        .unwrap()
+}
+
+/// The keys of `namespace` on the single test Redis: none when the cluster is in use.
+async fn single_redis_keys(namespace: &str) -> Vec<String> {
+    let url = std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL is not set");
+    let mut connection = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("KEYS")
+        .arg(format!("{namespace}:*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap()
+}
+
+fn event(external_id: &str, name: &str, category: &str) -> Vec<u8> {
+    serde_json::to_vec(
+        &json!({"type": "product.created", "timestamp": "2026-01-01T00:00:00Z",
+        "data": {"external_id": external_id, "name": name, "description": "cluster test",
+                 "price": 12.5, "category": category}}),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn l2_is_shared_and_a_fill_is_coalesced_across_two_instances_on_the_cluster() {
+    let database = TestDatabase::seeded(2_000).await;
+    let options = Options::new(&database)
+        .on_redis_cluster()
+        .with("FILL_LOCK_WAIT_MS", "5000");
+    let first = spawn_app(&options).await;
+    let second = spawn_app(&options).await;
+    let a = first.get("/products/v1?take=3").await;
+    assert_eq!(a.header("x-cache"), Some("MISS"));
+    let b = second.get("/products/v1?take=3").await;
+    assert_eq!(b.header("x-cache"), Some("HIT-L2"));
+    assert_eq!(a.body, b.body);
+
+    let before = first.app.store().listing_queries() + second.app.store().listing_queries();
+    let url = "/products/v1?category=tablets&sort=-price&take=40";
+    let from_first = (0..50).map(|_| first.get(url));
+    let from_second = (0..50).map(|_| second.get(url));
+    let replies = join_all(from_first.chain(from_second).collect::<Vec<_>>()).await;
+    assert!(replies.iter().all(|r| r.status == 200));
+    assert!(replies.windows(2).all(|pair| pair[0].body == pair[1].body));
+    let after = first.app.store().listing_queries() + second.app.store().listing_queries();
+    assert_eq!(
+        after - before,
+        1,
+        "one query for 100 requests over two instances"
+    );
+
+    let mut cluster = cluster_connection(&redis_cluster_urls()).await;
+    let keys = cluster_keys(&mut cluster, &options.namespace).await;
+    assert!(
+        keys.iter().filter(|key| key.contains(":page:")).count() >= 2,
+        "both pages are in the cluster: {keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|key| key.contains(":lock:")),
+        "fill locks are released: {keys:?}"
+    );
+    assert_eq!(
+        single_redis_keys(&options.namespace).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(first.get("/ready").await.json()["redis"], "up");
+    first.stop().await;
+    second.stop().await;
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_webhook_invalidates_the_other_instance_and_a_duplicate_is_known_on_the_cluster() {
+    let database = TestDatabase::seeded(200).await;
+    let options = Options::new(&database).on_redis_cluster();
+    let writer = spawn_app(&options).await;
+    let reader = spawn_app(&options).await;
+    let category = format!("cat-{}", random_suffix());
+    let url = format!("/products/v1?category={category}");
+    assert_eq!(
+        reader.get(&url).await.json()["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(reader.get(&url).await.header("x-cache"), Some("HIT-L1"));
+
+    let body = event("ext-cluster", "Seen Across The Cluster", &category);
+    let now = now_seconds();
+    let delivered = writer.deliver("evt-cluster", now, &body).await;
+    assert_eq!(delivered.json()["status"], "processed");
+    // L1 lives 5 s: only the published invalidation can make the reader see it within 1 s.
+    eventually(
+        Duration::from_secs(1),
+        "the reader lists the new product",
+        || async {
+            reader.get(&url).await.json()["data"]
+                .as_array()
+                .unwrap()
+                .len()
+                == 1
+        },
+    )
+    .await;
+
+    let again = reader.deliver("evt-cluster", now, &body).await;
+    assert_eq!(again.json()["status"], "duplicate");
+    let mut cluster = cluster_connection(&redis_cluster_urls()).await;
+    let seen: bool = redis::cmd("EXISTS")
+        .arg(format!("{}:webhook:evt-cluster", options.namespace))
+        .query_async(&mut cluster)
+        .await
+        .unwrap();
+    assert!(seen, "the fast duplicate check's key is in the cluster");
+    let generation: u64 = redis::cmd("GET")
+        .arg(format!("{}:generation", options.namespace))
+        .query_async(&mut cluster)
+        .await
+        .unwrap();
+    assert_eq!(generation, 1);
+    assert_eq!(
+        single_redis_keys(&options.namespace).await,
+        Vec::<String>::new()
+    );
+    writer.stop().await;
+    reader.stop().await;
+    database.drop_database().await;
+}
+
+#[tokio::test]
+async fn two_instances_on_the_cluster_hold_one_rate_limit_quota() {
+    let database = TestDatabase::seeded(100).await;
+    // 10 per second, 20 at once; each instance alone would let 20 + 10/s through.
+    let options = Options::new(&database)
+        .on_redis_cluster()
+        .with("RATE_LIMIT_PRESET", "standard")
+        .with("RATE_LIMIT_LISTING", "600/min,burst=20");
+    let a = spawn_app(&options).await;
+    let b = spawn_app(&options).await;
+
+    let started = Instant::now();
+    let mut accepted = 0u32;
+    let mut refused = 0usize;
+    while started.elapsed() < Duration::from_millis(1500) {
+        for app in [&a, &b] {
+            match app.get("/products/v1?take=1").await.status {
+                200 => accepted += 1,
+                429 => refused += 1,
+                other => panic!("unexpected status {other}"),
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // As with one Redis: what the cluster granted plus at most one lease (2) per instance.
+    let bound = 20.0 + 10.0 * elapsed + 2.0 * 2.0;
+    assert!(
+        f64::from(accepted) <= bound,
+        "{accepted} accepted in {elapsed:.2} s, quota allows {bound:.1}"
+    );
+    assert!(accepted >= 20, "the burst is available: {accepted}");
+    assert!(refused > 0, "the load exceeded the quota");
+    assert_eq!(
+        a.app.limiter().fallback_decisions() + b.app.limiter().fallback_decisions(),
+        0,
+        "every decision came from the shared quota, none from the local fallback"
+    );
+    let mut cluster = cluster_connection(&redis_cluster_urls()).await;
+    let keys = cluster_keys(&mut cluster, &options.namespace).await;
+    let quota_key = format!("{}:ratelimit:{{listing:ip:127.0.0.1}}", options.namespace);
+    assert!(
+        keys.contains(&quota_key),
+        "the quota is in the cluster: {keys:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+    database.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_request_for_100_callers_across_two_providers_on_the_cluster() {
+    let tokens = TokenEndpoint::start(Duration::from_secs(3600)).await;
+    // Slow enough that every caller arrives while the one fetch is in flight.
+    tokens.control().set_delay(Duration::from_millis(150));
+    let namespace = format!("test-cluster-{}", random_suffix());
+    let target = RedisTarget::parse_cluster(&redis_cluster_urls()).unwrap();
+    let settings = TokenSettings::new(
+        tokens.url(),
+        CLIENT_ID,
+        Secret::new(CLIENT_SECRET),
+        namespace.clone(),
+    );
+    let instances = [
+        TokenProvider::new(settings.clone(), &target).unwrap(),
+        TokenProvider::new(settings, &target).unwrap(),
+    ];
+    let callers: Vec<_> = (0..100)
+        .map(|caller| {
+            let instance = instances[caller % 2].clone();
+            tokio::spawn(async move { instance.token().await })
+        })
+        .collect();
+    let mut received = Vec::new();
+    for caller in join_all(callers).await {
+        received.push(caller.unwrap().unwrap());
+    }
+    assert!(received.iter().all(|token| *token == received[0]));
+    assert_eq!(tokens.control().requests(), 1, "one token request in all");
+
+    let mut cluster = cluster_connection(&redis_cluster_urls()).await;
+    let stored: String = redis::cmd("GET")
+        .arg(format!("{namespace}:oauth:token"))
+        .query_async(&mut cluster)
+        .await
+        .unwrap();
+    assert_eq!(stored, received[0].expose());
+    let locked: bool = redis::cmd("EXISTS")
+        .arg(format!("{namespace}:oauth:lock"))
+        .query_async(&mut cluster)
+        .await
+        .unwrap();
+    assert!(!locked, "the refresh lock is released");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A master killed mid-test
+// ---------------------------------------------------------------------------------------------
+
+/// A three-master Redis Cluster of one test's own, on free ports, so killing a node disturbs no
+/// other test. Its processes are children of the test: killed by their handles, never by name.
+struct OwnCluster {
+    dir: PathBuf,
+    nodes: Vec<ClusterNode>,
+}
+
+struct ClusterNode {
+    port: u16,
+    process: Option<tokio::process::Child>,
+}
+
+/// How long a node may be unreachable before the others declare it failed (and, with no
+/// replica to promote, the cluster as a whole failed: `cluster_state:fail`).
+const NODE_TIMEOUT_MS: u64 = 1_000;
+
+impl OwnCluster {
+    async fn start() -> OwnCluster {
+        let dir = std::env::temp_dir().join(format!("product-api-cluster-{}", random_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Six distinct free ports: three for clients, three for the cluster bus.
+        let listeners: Vec<TcpListener> = (0..6)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|listener| listener.local_addr().unwrap().port())
+            .collect();
+        drop(listeners);
+        let mut nodes = Vec::new();
+        for index in 0..3 {
+            let node_dir = dir.join(format!("node-{index}"));
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let process = tokio::process::Command::new("redis-server")
+                .args(["--port", &ports[index].to_string()])
+                .args(["--cluster-port", &ports[index + 3].to_string()])
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--cluster-enabled", "yes"])
+                .arg("--cluster-config-file")
+                .arg(node_dir.join("nodes.conf"))
+                .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+                .arg("--dir")
+                .arg(&node_dir)
+                .arg("--logfile")
+                .arg(node_dir.join("redis.log"))
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("redis-server (scripts/lib/services.sh installs it)");
+            nodes.push(ClusterNode {
+                port: ports[index],
+                process: Some(process),
+            });
+        }
+        let cluster = OwnCluster { dir, nodes };
+        for node in &cluster.nodes {
+            let port = node.port;
+            eventually(
+                Duration::from_secs(10),
+                "a node answers PING",
+                || async move {
+                    node_command(port, redis::cmd("PING"))
+                        .await
+                        .is_some_and(|reply| reply == "PONG")
+                },
+            )
+            .await;
+        }
+        let addresses: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        let created = tokio::process::Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("redis-cli");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        cluster.wait_for_state("ok").await;
+        cluster
+    }
+
+    fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|node| format!("redis://127.0.0.1:{}/", node.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    async fn wait_for_state(&self, state: &str) {
+        let expected = format!("cluster_state:{state}");
+        for node in self.nodes.iter().filter(|node| node.process.is_some()) {
+            let port = node.port;
+            let expected = expected.as_str();
+            eventually(Duration::from_secs(30), expected, || async move {
+                node_command(port, redis::cmd("CLUSTER").arg("INFO").clone())
+                    .await
+                    .is_some_and(|info| info.contains(expected))
+            })
+            .await;
+        }
+    }
+
+    /// The index of the node serving `key`'s slot, as the cluster itself says.
+    async fn owner_of(&self, key: &str) -> usize {
+        let port = self.nodes[0].port;
+        let slot: u16 = node_command(port, redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).clone())
+            .await
+            .unwrap()
+            .parse()
+            .unwrap();
+        let nodes = node_command(port, redis::cmd("CLUSTER").arg("NODES").clone())
+            .await
+            .unwrap();
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let serves = fields.iter().skip(8).any(|range| {
+                let (start, end) = range.split_once('-').unwrap_or((range, range));
+                let (start, end): (u16, u16) = (start.parse().unwrap(), end.parse().unwrap());
+                (start..=end).contains(&slot)
+            });
+            if serves {
+                let address = fields[1].split('@').next().unwrap();
+                return self
+                    .nodes
+                    .iter()
+                    .position(|node| format!("127.0.0.1:{}", node.port) == address)
+                    .unwrap();
+            }
+        }
+        panic!("no node serves slot {slot}");
+    }
+
+    /// Kills one node's process (SIGKILL: no goodbye to the clients) and reaps it.
+    async fn kill(&mut self, index: usize) {
+        let mut process = self.nodes[index].process.take().unwrap();
+        process.kill().await.unwrap();
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(process) = node.process.as_mut() {
+                let _ = process.start_kill();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One command to one node, as text; `None` when the node does not answer.
+async fn node_command(port: u16, command: redis::Cmd) -> Option<String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
+    let mut connection = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let reply: redis::Value = command.query_async(&mut connection).await.ok()?;
+    match reply {
+        redis::Value::Int(number) => Some(number.to_string()),
+        other => redis::from_redis_value(other).ok(),
+    }
+}
+
+/// What one request of the mixed load got, and how long it took.
+struct Answer {
+    what: &'static str,
+    status: u16,
+    body: serde_json::Value,
+    took: Duration,
+}
+
+async fn timed(app: &TestApp, what: &'static str, url: String) -> Answer {
+    let started = Instant::now();
+    let reply = app.get(&url).await;
+    Answer {
+        what,
+        status: reply.status,
+        body: serde_json::from_slice(&reply.body).unwrap_or_default(),
+        took: started.elapsed(),
+    }
+}
+
+async fn timed_delivery(app: &TestApp, id: String, now: i64, body: &[u8]) -> Answer {
+    let started = Instant::now();
+    let reply = app.deliver(&id, now, body).await;
+    Answer {
+        what: "webhook",
+        status: reply.status,
+        body: serde_json::from_slice(&reply.body).unwrap_or_default(),
+        took: started.elapsed(),
+    }
+}
+
+/// The documented failure behaviour: with a master dead (then the whole cluster failed, as it
+/// has no replica), no request fails. Listings are 200 (L2 misses go to MySQL), deliveries are
+/// processed or known duplicates (MySQL's record), `/ready` is 200 and reports Redis down, and
+/// the limiter decides locally. Every answer comes within the Redis deadlines plus a database
+/// read: a listing makes at most four Redis calls (L2 read, fill lock, L2 write, unlock) of
+/// `REDIS_TIMEOUT_MS` each, and the limiter one of `RATE_LIMIT_REDIS_TIMEOUT_MS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_fails_no_request_and_nothing_waits_past_the_deadlines() {
+    let mut cluster = OwnCluster::start().await;
+    let database = TestDatabase::seeded(300).await;
+    let options = Options::new(&database)
+        .with("REDIS_CLUSTER_URLS", cluster.urls())
+        .with("REDIS_TIMEOUT_MS", "100")
+        .with("RATE_LIMIT_PRESET", "standard")
+        .with("RATE_LIMIT_LISTING", "600000/min,burst=10000")
+        .with("RATE_LIMIT_WEBHOOK", "600000/min,burst=10000");
+    let a = spawn_app(&options).await;
+    let b = spawn_app(&options).await;
+    assert_eq!(
+        a.get("/products/v1?take=3").await.header("x-cache"),
+        Some("MISS")
+    );
+    assert_eq!(
+        b.get("/products/v1?take=3").await.header("x-cache"),
+        Some("HIT-L2")
+    );
+    assert_eq!(a.get("/ready").await.json()["redis"], "up");
+
+    // The node holding this client's quota dies: the limiter cannot reach it from the first
+    // request on.
+    let quota_key = format!("{}:ratelimit:{{listing:ip:127.0.0.1}}", options.namespace);
+    let victim = cluster.owner_of(&quota_key).await;
+    let fallbacks_before =
+        a.app.limiter().fallback_decisions() + b.app.limiter().fallback_decisions();
+    cluster.kill(victim).await;
+
+    // 4 × 100 ms of Redis, 25 ms of limiter, a loopback MySQL read, and a loaded CI machine.
+    let bound = Duration::from_secs(2);
+    let duplicate = event("ext-dup", "Delivered Before", "tops");
+    let now = now_seconds();
+    assert_eq!(a.deliver("evt-dup", now, &duplicate).await.status, 200);
+    let mut answers = Vec::new();
+    let mut redis_reported_down = false;
+    let started = Instant::now();
+    let mut round = 0;
+    // Past the node timeout, so both phases are covered: one master refused, then the cluster
+    // declared failed (every node answers CLUSTERDOWN).
+    while started.elapsed() < Duration::from_millis(3 * NODE_TIMEOUT_MS + 500) {
+        round += 1;
+        let fresh = event(&format!("ext-{round}"), "Killed Master Lamp", "tops");
+        let mut load = Vec::new();
+        for app in [&a, &b] {
+            for take in 1..=4 {
+                load.push(timed(
+                    app,
+                    "listing",
+                    format!("/products/v1?take={take}&sort=price"),
+                ));
+            }
+            let uncached = format!("/products/v1?take={}&category=tops", 10 + round % 90);
+            load.push(timed(app, "listing", uncached));
+            load.push(timed(app, "ready", "/ready".into()));
+        }
+        let mut replies = join_all(load).await;
+        replies.push(timed_delivery(&a, format!("evt-{round}"), now, &fresh).await);
+        replies.push(timed_delivery(&b, "evt-dup".into(), now, &duplicate).await);
+        redis_reported_down |= replies
+            .iter()
+            .any(|answer| answer.what == "ready" && answer.body["redis"] == "down");
+        answers.extend(replies);
+    }
+
+    for answer in &answers {
+        assert!(
+            answer.took <= bound,
+            "{} took {:?} (bound {bound:?})",
+            answer.what,
+            answer.took
+        );
+        assert_eq!(
+            answer.status, 200,
+            "{} answered {}",
+            answer.what, answer.body
+        );
+        if answer.what == "webhook" {
+            let status = answer.body["status"].as_str().unwrap();
+            assert!(["processed", "duplicate"].contains(&status), "{status}");
+        }
+    }
+    assert!(redis_reported_down, "/ready reported Redis down");
+    assert!(
+        a.app.limiter().fallback_decisions() + b.app.limiter().fallback_decisions()
+            > fallbacks_before,
+        "the limiter fell back to its local quota"
+    );
+    a.stop().await;
+    b.stop().await;
+    database.drop_database().await;
+    drop(cluster);
+}
