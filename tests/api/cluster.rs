@@ -11,17 +11,17 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use product_api::config::Secret;
 use product_api::redis_connection::RedisTarget;
-use product_api::upstream::{TokenProvider, TokenSettings};
 use redis::cluster_async::ClusterConnection;
-use serde_json::json;
 
+use crate::caching::two_instances_share_l2_and_one_fill;
 use crate::helpers::{
     eventually, now_seconds, random_suffix, redis_cluster_urls, spawn_app, Options, TestApp,
     TestDatabase,
 };
-use crate::standin::{TokenEndpoint, CLIENT_ID, CLIENT_SECRET};
+use crate::rate_limit::two_instances_hold_one_quota;
+use crate::upstream::one_token_for_100_callers_of_two_providers;
+use crate::webhooks::{a_change_reaches_another_instance, SEEN_EVENT};
 
 /// A direct connection to the test cluster, to look at what the service stored.
 async fn cluster_connection(urls: &str) -> ClusterConnection {
@@ -56,42 +56,21 @@ async fn single_redis_keys(namespace: &str) -> Vec<String> {
         .unwrap()
 }
 
-fn event(external_id: &str, name: &str, category: &str) -> Vec<u8> {
-    serde_json::to_vec(
-        &json!({"type": "product.created", "timestamp": "2026-01-01T00:00:00Z",
-        "data": {"external_id": external_id, "name": name, "description": "cluster test",
-                 "price": 12.5, "category": category}}),
+fn event(external_id: &str, name: &str) -> Vec<u8> {
+    crate::webhooks::event(
+        "product.created",
+        "2026-01-01T00:00:00Z",
+        external_id,
+        name,
+        "tops",
     )
-    .unwrap()
 }
 
 #[tokio::test]
 async fn l2_is_shared_and_a_fill_is_coalesced_across_two_instances_on_the_cluster() {
     let database = TestDatabase::seeded(2_000).await;
-    let options = Options::new(&database)
-        .on_redis_cluster()
-        .with("FILL_LOCK_WAIT_MS", "5000");
-    let first = spawn_app(&options).await;
-    let second = spawn_app(&options).await;
-    let a = first.get("/products/v1?take=3").await;
-    assert_eq!(a.header("x-cache"), Some("MISS"));
-    let b = second.get("/products/v1?take=3").await;
-    assert_eq!(b.header("x-cache"), Some("HIT-L2"));
-    assert_eq!(a.body, b.body);
-
-    let before = first.app.store().listing_queries() + second.app.store().listing_queries();
-    let url = "/products/v1?category=tablets&sort=-price&take=40";
-    let from_first = (0..50).map(|_| first.get(url));
-    let from_second = (0..50).map(|_| second.get(url));
-    let replies = join_all(from_first.chain(from_second).collect::<Vec<_>>()).await;
-    assert!(replies.iter().all(|r| r.status == 200));
-    assert!(replies.windows(2).all(|pair| pair[0].body == pair[1].body));
-    let after = first.app.store().listing_queries() + second.app.store().listing_queries();
-    assert_eq!(
-        after - before,
-        1,
-        "one query for 100 requests over two instances"
-    );
+    let options = Options::new(&database).on_redis_cluster();
+    let (first, second) = two_instances_share_l2_and_one_fill(&options).await;
 
     let mut cluster = cluster_connection(&redis_cluster_urls()).await;
     let keys = cluster_keys(&mut cluster, &options.namespace).await;
@@ -117,42 +96,15 @@ async fn l2_is_shared_and_a_fill_is_coalesced_across_two_instances_on_the_cluste
 async fn a_webhook_invalidates_the_other_instance_and_a_duplicate_is_known_on_the_cluster() {
     let database = TestDatabase::seeded(200).await;
     let options = Options::new(&database).on_redis_cluster();
-    let writer = spawn_app(&options).await;
-    let reader = spawn_app(&options).await;
-    let category = format!("cat-{}", random_suffix());
-    let url = format!("/products/v1?category={category}");
-    assert_eq!(
-        reader.get(&url).await.json()["data"]
-            .as_array()
-            .unwrap()
-            .len(),
-        0
-    );
-    assert_eq!(reader.get(&url).await.header("x-cache"), Some("HIT-L1"));
+    let (writer, reader) = a_change_reaches_another_instance(&options).await;
 
-    let body = event("ext-cluster", "Seen Across The Cluster", &category);
-    let now = now_seconds();
-    let delivered = writer.deliver("evt-cluster", now, &body).await;
-    assert_eq!(delivered.json()["status"], "processed");
-    // L1 lives 5 s: only the published invalidation can make the reader see it within 1 s.
-    eventually(
-        Duration::from_secs(1),
-        "the reader lists the new product",
-        || async {
-            reader.get(&url).await.json()["data"]
-                .as_array()
-                .unwrap()
-                .len()
-                == 1
-        },
-    )
-    .await;
-
-    let again = reader.deliver("evt-cluster", now, &body).await;
+    let again = reader
+        .deliver(SEEN_EVENT, now_seconds(), &event("ext-4", "Seen Again"))
+        .await;
     assert_eq!(again.json()["status"], "duplicate");
     let mut cluster = cluster_connection(&redis_cluster_urls()).await;
     let seen: bool = redis::cmd("EXISTS")
-        .arg(format!("{}:webhook:evt-cluster", options.namespace))
+        .arg(format!("{}:webhook:{SEEN_EVENT}", options.namespace))
         .query_async(&mut cluster)
         .await
         .unwrap();
@@ -162,7 +114,7 @@ async fn a_webhook_invalidates_the_other_instance_and_a_duplicate_is_known_on_th
         .query_async(&mut cluster)
         .await
         .unwrap();
-    assert_eq!(generation, 1);
+    assert_eq!(generation, 1, "the invalidation went through the cluster");
     assert_eq!(
         single_redis_keys(&options.namespace).await,
         Vec::<String>::new()
@@ -175,35 +127,8 @@ async fn a_webhook_invalidates_the_other_instance_and_a_duplicate_is_known_on_th
 #[tokio::test]
 async fn two_instances_on_the_cluster_hold_one_rate_limit_quota() {
     let database = TestDatabase::seeded(100).await;
-    // 10 per second, 20 at once; each instance alone would let 20 + 10/s through.
-    let options = Options::new(&database)
-        .on_redis_cluster()
-        .with("RATE_LIMIT_PRESET", "standard")
-        .with("RATE_LIMIT_LISTING", "600/min,burst=20");
-    let a = spawn_app(&options).await;
-    let b = spawn_app(&options).await;
-
-    let started = Instant::now();
-    let mut accepted = 0u32;
-    let mut refused = 0usize;
-    while started.elapsed() < Duration::from_millis(1500) {
-        for app in [&a, &b] {
-            match app.get("/products/v1?take=1").await.status {
-                200 => accepted += 1,
-                429 => refused += 1,
-                other => panic!("unexpected status {other}"),
-            }
-        }
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    // As with one Redis: what the cluster granted plus at most one lease (2) per instance.
-    let bound = 20.0 + 10.0 * elapsed + 2.0 * 2.0;
-    assert!(
-        f64::from(accepted) <= bound,
-        "{accepted} accepted in {elapsed:.2} s, quota allows {bound:.1}"
-    );
-    assert!(accepted >= 20, "the burst is available: {accepted}");
-    assert!(refused > 0, "the load exceeded the quota");
+    let options = Options::new(&database).on_redis_cluster();
+    let (a, b) = two_instances_hold_one_quota(options.clone()).await;
     assert_eq!(
         a.app.limiter().fallback_decisions() + b.app.limiter().fallback_decisions(),
         0,
@@ -223,33 +148,9 @@ async fn two_instances_on_the_cluster_hold_one_rate_limit_quota() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_token_request_for_100_callers_across_two_providers_on_the_cluster() {
-    let tokens = TokenEndpoint::start(Duration::from_secs(3600)).await;
-    // Slow enough that every caller arrives while the one fetch is in flight.
-    tokens.control().set_delay(Duration::from_millis(150));
     let namespace = format!("test-cluster-{}", random_suffix());
     let target = RedisTarget::parse_cluster(&redis_cluster_urls()).unwrap();
-    let settings = TokenSettings::new(
-        tokens.url(),
-        CLIENT_ID,
-        Secret::new(CLIENT_SECRET),
-        namespace.clone(),
-    );
-    let instances = [
-        TokenProvider::new(settings.clone(), &target).unwrap(),
-        TokenProvider::new(settings, &target).unwrap(),
-    ];
-    let callers: Vec<_> = (0..100)
-        .map(|caller| {
-            let instance = instances[caller % 2].clone();
-            tokio::spawn(async move { instance.token().await })
-        })
-        .collect();
-    let mut received = Vec::new();
-    for caller in join_all(callers).await {
-        received.push(caller.unwrap().unwrap());
-    }
-    assert!(received.iter().all(|token| *token == received[0]));
-    assert_eq!(tokens.control().requests(), 1, "one token request in all");
+    let (_tokens, token) = one_token_for_100_callers_of_two_providers(&target, &namespace).await;
 
     let mut cluster = cluster_connection(&redis_cluster_urls()).await;
     let stored: String = redis::cmd("GET")
@@ -257,7 +158,7 @@ async fn one_token_request_for_100_callers_across_two_providers_on_the_cluster()
         .query_async(&mut cluster)
         .await
         .unwrap();
-    assert_eq!(stored, received[0].expose());
+    assert_eq!(stored, token.expose());
     let locked: bool = redis::cmd("EXISTS")
         .arg(format!("{namespace}:oauth:lock"))
         .query_async(&mut cluster)
@@ -516,7 +417,7 @@ async fn a_killed_master_fails_no_request_and_nothing_waits_past_the_deadlines()
 
     // 4 × 100 ms of Redis, 25 ms of limiter, a loopback MySQL read, and a loaded CI machine.
     let bound = Duration::from_secs(2);
-    let duplicate = event("ext-dup", "Delivered Before", "tops");
+    let duplicate = event("ext-dup", "Delivered Before");
     let now = now_seconds();
     assert_eq!(a.deliver("evt-dup", now, &duplicate).await.status, 200);
     let mut answers = Vec::new();
@@ -527,7 +428,7 @@ async fn a_killed_master_fails_no_request_and_nothing_waits_past_the_deadlines()
     // declared failed (every node answers CLUSTERDOWN).
     while started.elapsed() < Duration::from_millis(3 * NODE_TIMEOUT_MS + 500) {
         round += 1;
-        let fresh = event(&format!("ext-{round}"), "Killed Master Lamp", "tops");
+        let fresh = event(&format!("ext-{round}"), "Killed Master Lamp");
         let mut load = Vec::new();
         for app in [&a, &b] {
             for take in 1..=4 {

@@ -92,11 +92,23 @@ async fn a_304_costs_no_quota() {
 #[tokio::test]
 async fn two_instances_sharing_redis_hold_one_quota() {
     let database = TestDatabase::seeded(100).await;
-    // 10 per second, 20 at once; each instance alone would let 20 + 10/s through.
-    let options = limited(&database, "600/min,burst=20");
+    let (a, b) = two_instances_hold_one_quota(Options::new(&database)).await;
+    a.stop().await;
+    b.stop().await;
+    database.drop_database().await;
+}
+
+/// Two instances on `options` with a listing quota of 10 per second, 20 at once: for 1.5 s of
+/// requests alternating between them, together they accept no more than the quota allows (plus
+/// one lease each) and refuse the rest. Returns them for more checks (also run on a Redis
+/// Cluster, `cluster.rs`).
+pub async fn two_instances_hold_one_quota(options: Options) -> (TestApp, TestApp) {
+    // Each instance alone would let 20 + 10/s through.
+    let options = options
+        .with("RATE_LIMIT_PRESET", "standard")
+        .with("RATE_LIMIT_LISTING", "600/min,burst=20");
     let a = spawn_app(&options).await;
     let b = spawn_app(&options).await;
-
     let started = Instant::now();
     let mut accepted = 0u32;
     let mut refused = 0usize;
@@ -119,9 +131,7 @@ async fn two_instances_sharing_redis_hold_one_quota() {
     );
     assert!(accepted >= 20, "the burst is available: {accepted}");
     assert!(refused > 0, "the load exceeded the quota");
-    a.stop().await;
-    b.stop().await;
-    database.drop_database().await;
+    (a, b)
 }
 
 #[tokio::test]

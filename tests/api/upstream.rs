@@ -111,15 +111,19 @@ fn status(error: &UpstreamError) -> Option<u16> {
 // OAuth2 token
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_token_request_for_100_concurrent_callers_across_two_instances() {
+/// 100 concurrent callers over two providers on `redis` sharing `namespace` all get the same
+/// token, from one token request in all. Returns the endpoint and the token for more checks
+/// (also run on a Redis Cluster, `cluster.rs`).
+pub async fn one_token_for_100_callers_of_two_providers(
+    redis: &RedisTarget,
+    namespace: &str,
+) -> (TokenEndpoint, AccessToken) {
     let tokens = TokenEndpoint::start(TOKEN_LIFETIME).await;
     // Slow enough that every caller arrives while the one fetch is in flight.
     tokens.control().set_delay(Duration::from_millis(150));
-    let namespace = namespace();
     let instances = [
-        provider(token_settings(&tokens, &namespace)),
-        provider(token_settings(&tokens, &namespace)),
+        TokenProvider::new(token_settings(&tokens, namespace), redis).unwrap(),
+        TokenProvider::new(token_settings(&tokens, namespace), redis).unwrap(),
     ];
     let callers: Vec<_> = (0..100)
         .map(|caller| {
@@ -133,6 +137,15 @@ async fn one_token_request_for_100_concurrent_callers_across_two_instances() {
     }
     assert!(received.iter().all(|token| *token == received[0]));
     assert_eq!(tokens.control().requests(), 1, "one token request in all");
+    (tokens, received.swap_remove(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_request_for_100_concurrent_callers_across_two_instances() {
+    let namespace = namespace();
+    let (tokens, token) =
+        one_token_for_100_callers_of_two_providers(&RedisTarget::single(&redis_url()), &namespace)
+            .await;
 
     // Shared in Redis with expires_in minus the margin; the lock is released.
     let mut redis = redis().await;
@@ -142,7 +155,7 @@ async fn one_token_request_for_100_concurrent_callers_across_two_instances() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    assert_eq!(stored, received[0].expose());
+    assert_eq!(stored, token.expose());
     let ttl_ms: i64 = redis::cmd("PTTL")
         .arg(&key)
         .query_async(&mut redis)
