@@ -393,21 +393,27 @@ stop_redis() {
 }
 
 _stop_redis() {
-    local pid
-    if ! pid="$(live_pid "$REDIS_PID" redis-server)"; then
-        rm -f "$REDIS_PID"
+    stop_redis_server "$REDIS_PID" "$REDIS_PORT" Redis
+}
+
+# Stop the redis-server of pid file $1 listening on port $2 ($3 names it in
+# messages): SHUTDOWN NOSAVE, else SIGTERM, else after 30 s SIGKILL.
+stop_redis_server() {
+    local pid_file="$1" port="$2" name="$3" pid
+    if ! pid="$(live_pid "$pid_file" redis-server)"; then
+        rm -f "$pid_file"
         return 0
     fi
-    log "stopping Redis (pid $pid)"
-    if ! timeout 10 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1; then
+    log "stopping $name (pid $pid)"
+    if ! timeout 10 redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1; then
         kill -TERM "$pid" 2>/dev/null || true
     fi
     if ! wait_gone "$pid" 30; then
-        warn "Redis (pid $pid) still running after 30s; sending SIGKILL"
+        warn "$name (pid $pid) still running after 30s; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
-        wait_gone "$pid" 10 || die "could not stop Redis (pid $pid)"
+        wait_gone "$pid" 10 || die "could not stop $name (pid $pid)"
     fi
-    rm -f "$REDIS_PID"
+    rm -f "$pid_file"
 }
 
 # ---------------------------------------------------------- Redis Cluster
@@ -513,23 +519,10 @@ stop_redis_cluster() {
 }
 
 _stop_redis_cluster() {
-    local i pid port
+    local i
     for i in 0 1 2; do
-        port="${REDIS_CLUSTER_PORTS[$i]}"
-        if ! pid="$(live_pid "$REDIS_CLUSTER_DIR/node-$i/redis.pid" redis-server)"; then
-            rm -f "$REDIS_CLUSTER_DIR/node-$i/redis.pid"
-            continue
-        fi
-        log "stopping Redis Cluster node on port $port (pid $pid)"
-        if ! timeout 10 redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1; then
-            kill -TERM "$pid" 2>/dev/null || true
-        fi
-        if ! wait_gone "$pid" 30; then
-            warn "Redis Cluster node (pid $pid) still running after 30s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-            wait_gone "$pid" 10 || die "could not stop Redis Cluster node (pid $pid)"
-        fi
-        rm -f "$REDIS_CLUSTER_DIR/node-$i/redis.pid"
+        stop_redis_server "$REDIS_CLUSTER_DIR/node-$i/redis.pid" "${REDIS_CLUSTER_PORTS[$i]}" \
+            "Redis Cluster node on port ${REDIS_CLUSTER_PORTS[$i]}"
     done
 }
 
