@@ -287,8 +287,12 @@ pub enum Subscription {
 }
 
 impl Subscription {
-    /// The next notice; `None` when the subscription has ended (the single server's connection
-    /// dropped), after which the caller subscribes again.
+    /// The next notice; `None` when the subscription has ended (the connection to a node
+    /// dropped), after which the caller subscribes again on a new connection and catches up.
+    ///
+    /// On a cluster, a disconnection ends it too, rather than trusting the client to
+    /// re-subscribe: it tries once at once, which fails while the node is still down, and then
+    /// never again (seen with every master restarted, `tests/api/cluster.rs`).
     pub async fn next(&mut self) -> Option<Notice> {
         match self {
             Subscription::Single(messages) => messages
@@ -296,26 +300,38 @@ impl Subscription {
                 .await
                 .map(|message| Notice::Message(message.get_payload_bytes().to_vec())),
             Subscription::Cluster { pushes, .. } => loop {
-                let push = pushes.recv().await?;
-                if let Some(notice) = notice_of(push) {
-                    return Some(notice);
+                match heard(pushes.recv().await?) {
+                    Heard::Notice(notice) => return Some(notice),
+                    Heard::Disconnected => return None,
+                    Heard::Other => {}
                 }
             },
         }
     }
 }
 
-/// A cluster push as a notice; `None` for what the listener does not act on (disconnections:
-/// the client reconnects and re-subscribes, which is reported then).
-fn notice_of(push: redis::PushInfo) -> Option<Notice> {
+/// What a cluster push means to a subscriber.
+#[derive(Debug, PartialEq, Eq)]
+enum Heard {
+    Notice(Notice),
+    /// A node's connection closed: the subscription may be gone.
+    Disconnected,
+    /// Nothing the subscriber acts on (other kinds, malformed messages).
+    Other,
+}
+
+fn heard(push: redis::PushInfo) -> Heard {
     match push.kind {
-        PushKind::Message => match push.data.into_iter().nth(1)? {
-            Value::BulkString(payload) => Some(Notice::Message(payload)),
-            Value::SimpleString(payload) => Some(Notice::Message(payload.into_bytes())),
-            _ => None,
+        PushKind::Message => match push.data.into_iter().nth(1) {
+            Some(Value::BulkString(payload)) => Heard::Notice(Notice::Message(payload)),
+            Some(Value::SimpleString(payload)) => {
+                Heard::Notice(Notice::Message(payload.into_bytes()))
+            }
+            _ => Heard::Other,
         },
-        PushKind::Subscribe => Some(Notice::Resubscribed),
-        _ => None,
+        PushKind::Subscribe => Heard::Notice(Notice::Resubscribed),
+        PushKind::Disconnection => Heard::Disconnected,
+        _ => Heard::Other,
     }
 }
 
@@ -347,18 +363,22 @@ mod tests {
         let push = |kind, data| redis::PushInfo { kind, data };
         let channel = Value::BulkString(b"ns:invalidate".to_vec());
         assert_eq!(
-            notice_of(push(
+            heard(push(
                 PushKind::Message,
                 vec![channel.clone(), Value::BulkString(b"42".to_vec())]
             )),
-            Some(Notice::Message(b"42".to_vec()))
+            Heard::Notice(Notice::Message(b"42".to_vec()))
         );
         assert_eq!(
-            notice_of(push(PushKind::Subscribe, vec![channel, Value::Int(1)])),
-            Some(Notice::Resubscribed)
+            heard(push(PushKind::Subscribe, vec![channel, Value::Int(1)])),
+            Heard::Notice(Notice::Resubscribed)
         );
-        assert_eq!(notice_of(push(PushKind::Disconnection, vec![])), None);
-        assert_eq!(notice_of(push(PushKind::Message, vec![])), None);
+        assert_eq!(
+            heard(push(PushKind::Disconnection, vec![])),
+            Heard::Disconnected
+        );
+        assert_eq!(heard(push(PushKind::Message, vec![])), Heard::Other);
+        assert_eq!(heard(push(PushKind::Invalidate, vec![])), Heard::Other);
     }
 }
 
@@ -372,6 +392,7 @@ mod cluster_slots {
 
     use redis::cluster_routing::Slot;
 
+    use crate::cache::l2::RAISE_GENERATION;
     use crate::limit::shared::{quota_key, GCRA};
     use crate::redis_lock::DELETE_IF_EQUAL;
     use crate::upstream::token::READ_TOKEN;
@@ -396,6 +417,7 @@ mod cluster_slots {
             ("GCRA", GCRA),
             ("READ_TOKEN", READ_TOKEN),
             ("DELETE_IF_EQUAL", DELETE_IF_EQUAL),
+            ("RAISE_GENERATION", RAISE_GENERATION),
         ] {
             let keys: BTreeSet<&str> = source
                 .match_indices("KEYS[")
