@@ -88,7 +88,8 @@ impl App {
                 .expect("digits are a valid header value");
         crate::meter::install();
         let cache = Arc::new(ResponseCache::new(l1, l2, config.lock_wait));
-        cache.sync_generation().await;
+        // Redis down: the listener catches up once it can subscribe.
+        let _ = cache.sync_generation().await;
         cache.spawn_invalidation_listener();
         let limiter = RateLimiter::new(&config.rate_limit, &redis, &config.l2.namespace)
             .context(REDIS_SETTING)?;

@@ -142,12 +142,29 @@ impl L2 {
         .await
     }
 
-    /// The deployment's current generation; `None` when Redis did not answer.
-    pub async fn current_generation(&self) -> Option<u64> {
+    /// The deployment's current generation, first raised to `at_least` (the highest this
+    /// instance has seen) if Redis holds less; `None` when Redis did not answer.
+    ///
+    /// Redis holding less means it lost the key (restarted without persistence, flushed, a
+    /// cluster master replaced). Left there, instances that read it anew would use generations
+    /// others already passed, and the others, whose generation never goes down, would keep
+    /// reading L2 pages filled before later changes. Raising it, and publishing the raise, keeps
+    /// one generation for all. One key: cluster-safe.
+    pub async fn catch_up_generation(&self, at_least: u64) -> Option<u64> {
         let generation_key = self.generation_key();
-        self.call(|mut c| async move { c.get::<_, Option<u64>>(&generation_key).await })
-            .await
-            .map(Option::unwrap_or_default)
+        let channel = self.invalidation_channel();
+        self.call(|mut c| async move {
+            let (generation, raised): (u64, bool) = raise_generation()
+                .key(&generation_key)
+                .arg(at_least)
+                .invoke_async(&mut c)
+                .await?;
+            if raised {
+                c.publish::<_, _, ()>(&channel, generation).await?;
+            }
+            Ok(generation)
+        })
+        .await
     }
 
     /// A dedicated pub/sub connection subscribed to invalidations (on a cluster: a cluster
@@ -214,6 +231,21 @@ impl L2 {
     fn lock_key(&self, key: &CacheKey) -> String {
         format!("{}:lock:{}", self.settings.namespace, key.as_str())
     }
+}
+
+/// Sets `KEYS[1]` to `ARGV[1]` if it holds less (or nothing); returns `{value after, 1 if raised}`.
+pub(crate) const RAISE_GENERATION: &str = r"
+local current = tonumber(redis.call('GET', KEYS[1])) or 0
+local wanted = tonumber(ARGV[1])
+if current < wanted then
+    redis.call('SET', KEYS[1], ARGV[1])
+    return {wanted, 1}
+end
+return {current, 0}";
+
+fn raise_generation() -> &'static redis::Script {
+    static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(RAISE_GENERATION))
 }
 
 /// A live subscription to other instances' invalidations.

@@ -108,11 +108,16 @@ impl ResponseCache {
         }
     }
 
-    /// Takes the deployment's generation from Redis, e.g. at start-up.
-    pub async fn sync_generation(&self) {
-        if let Some(generation) = self.l2.current_generation().await {
-            self.observe_shared_generation(generation);
-        }
+    /// Takes the deployment's generation from Redis, e.g. at start-up and after a reconnection;
+    /// if Redis lost it (holds less than this instance has seen), puts it back first.
+    /// Whether Redis answered.
+    pub async fn sync_generation(&self) -> bool {
+        let seen = self.shared_generation.load(Ordering::Acquire);
+        let Some(generation) = self.l2.catch_up_generation(seen).await else {
+            return false;
+        };
+        self.observe_shared_generation(generation);
+        true
     }
 
     fn observe_shared_generation(&self, generation: u64) {
@@ -127,6 +132,10 @@ impl ResponseCache {
     /// Follows other instances' invalidations until the cache is dropped: subscribes, catches up
     /// with the generation (messages sent while disconnected are lost), then applies each message;
     /// catches up again whenever a cluster connection reports it subscribed anew.
+    ///
+    /// A subscription is used only once a catch-up after it succeeded; if that fails (Redis
+    /// answers pub/sub but not yet commands, as a cluster that is still forming), it is dropped
+    /// and made again, so a missed change can never go unread for longer than the outage.
     pub fn spawn_invalidation_listener(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let cache: Weak<ResponseCache> = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -138,19 +147,23 @@ impl ResponseCache {
                     tokio::time::sleep(RESUBSCRIBE_PAUSE).await;
                     continue;
                 };
-                match cache.upgrade() {
+                let mut caught_up = match cache.upgrade() {
                     Some(cache) => cache.sync_generation().await,
                     None => return,
-                }
-                while let Some(invalidation) = invalidations.next().await {
+                };
+                while caught_up {
+                    let Some(invalidation) = invalidations.next().await else {
+                        break;
+                    };
                     let Some(cache) = cache.upgrade() else { return };
                     match invalidation {
                         Invalidation::Generation(generation) => {
                             cache.observe_shared_generation(generation);
                         }
-                        Invalidation::CatchUp => cache.sync_generation().await,
+                        Invalidation::CatchUp => caught_up = cache.sync_generation().await,
                     }
                 }
+                drop(invalidations);
                 tracing::debug!("invalidation subscription ended; resubscribing");
                 tokio::time::sleep(RESUBSCRIBE_PAUSE).await;
             }
