@@ -8,11 +8,13 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use product_api::redis_connection::RedisTarget;
 use redis::cluster_async::ClusterConnection;
+use serde_json::json;
 
 use crate::caching::two_instances_share_l2_and_one_fill;
 use crate::helpers::{
@@ -180,7 +182,32 @@ struct OwnCluster {
 
 struct ClusterNode {
     port: u16,
+    bus_port: u16,
+    /// Its configuration (`nodes.conf`, kept across a restart: the node rejoins) and log.
+    dir: PathBuf,
     process: Option<tokio::process::Child>,
+}
+
+impl ClusterNode {
+    fn spawn(&mut self) {
+        let process = tokio::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--cluster-port", &self.bus_port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--cluster-enabled", "yes"])
+            .arg("--cluster-config-file")
+            .arg(self.dir.join("nodes.conf"))
+            .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(self.dir.join("redis.log"))
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server (scripts/lib/services.sh installs it)");
+        self.process = Some(process);
+    }
 }
 
 /// How long a node may be unreachable before the others declare it failed (and, with no
@@ -202,43 +229,18 @@ impl OwnCluster {
         drop(listeners);
         let mut nodes = Vec::new();
         for index in 0..3 {
-            let node_dir = dir.join(format!("node-{index}"));
-            std::fs::create_dir_all(&node_dir).unwrap();
-            let process = tokio::process::Command::new("redis-server")
-                .args(["--port", &ports[index].to_string()])
-                .args(["--cluster-port", &ports[index + 3].to_string()])
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--cluster-enabled", "yes"])
-                .arg("--cluster-config-file")
-                .arg(node_dir.join("nodes.conf"))
-                .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
-                .arg("--dir")
-                .arg(&node_dir)
-                .arg("--logfile")
-                .arg(node_dir.join("redis.log"))
-                .stdin(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("redis-server (scripts/lib/services.sh installs it)");
-            nodes.push(ClusterNode {
+            let mut node = ClusterNode {
                 port: ports[index],
-                process: Some(process),
-            });
+                bus_port: ports[index + 3],
+                dir: dir.join(format!("node-{index}")),
+                process: None,
+            };
+            std::fs::create_dir_all(&node.dir).unwrap();
+            node.spawn();
+            nodes.push(node);
         }
         let cluster = OwnCluster { dir, nodes };
-        for node in &cluster.nodes {
-            let port = node.port;
-            eventually(
-                Duration::from_secs(10),
-                "a node answers PING",
-                || async move {
-                    node_command(port, redis::cmd("PING"))
-                        .await
-                        .is_some_and(|reply| reply == "PONG")
-                },
-            )
-            .await;
-        }
+        cluster.wait_for_pings().await;
         let addresses: Vec<String> = cluster
             .nodes
             .iter()
@@ -268,6 +270,28 @@ impl OwnCluster {
             .map(|node| format!("redis://127.0.0.1:{}/", node.port))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    async fn wait_for_pings(&self) {
+        for node in self.nodes.iter().filter(|node| node.process.is_some()) {
+            let port = node.port;
+            eventually(
+                Duration::from_secs(10),
+                "a node answers PING",
+                || async move {
+                    node_command(port, redis::cmd("PING"))
+                        .await
+                        .is_some_and(|reply| reply == "PONG")
+                },
+            )
+            .await;
+        }
+    }
+
+    /// Starts a killed node again on its port and configuration: it rejoins the cluster.
+    async fn restart(&mut self, index: usize) {
+        self.nodes[index].spawn();
+        self.wait_for_pings().await;
     }
 
     async fn wait_for_state(&self, state: &str) {
@@ -384,27 +408,16 @@ async fn timed_delivery(app: &TestApp, id: String, now: i64, body: &[u8]) -> Ans
 /// processed or known duplicates (MySQL's record), `/ready` is 200 and reports Redis down, and
 /// the limiter decides locally. Every answer comes within the Redis deadlines plus a database
 /// read: a listing makes at most four Redis calls (L2 read, fill lock, L2 write, unlock) of
-/// `REDIS_TIMEOUT_MS` each, and the limiter one of `RATE_LIMIT_REDIS_TIMEOUT_MS`.
+/// `REDIS_TIMEOUT_MS` each, and the limiter one of `RATE_LIMIT_REDIS_TIMEOUT_MS`. When the node
+/// is back, the instances use the cluster again without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_master_fails_no_request_and_nothing_waits_past_the_deadlines() {
     let mut cluster = OwnCluster::start().await;
     let database = TestDatabase::seeded(300).await;
-    let options = Options::new(&database)
-        .with("REDIS_CLUSTER_URLS", cluster.urls())
-        .with("REDIS_TIMEOUT_MS", "100")
-        .with("RATE_LIMIT_PRESET", "standard")
-        .with("RATE_LIMIT_LISTING", "600000/min,burst=10000")
-        .with("RATE_LIMIT_WEBHOOK", "600000/min,burst=10000");
+    let options = own_cluster_options(&database, &cluster);
     let a = spawn_app(&options).await;
     let b = spawn_app(&options).await;
-    assert_eq!(
-        a.get("/products/v1?take=3").await.header("x-cache"),
-        Some("MISS")
-    );
-    assert_eq!(
-        b.get("/products/v1?take=3").await.header("x-cache"),
-        Some("HIT-L2")
-    );
+    l2_is_shared_again(&a, &b).await;
     assert_eq!(a.get("/ready").await.json()["redis"], "up");
 
     // The node holding this client's quota dies: the limiter cannot reach it from the first
@@ -415,42 +428,11 @@ async fn a_killed_master_fails_no_request_and_nothing_waits_past_the_deadlines()
         a.app.limiter().fallback_decisions() + b.app.limiter().fallback_decisions();
     cluster.kill(victim).await;
 
-    // 4 × 100 ms of Redis, 25 ms of limiter, a loopback MySQL read, and a loaded CI machine.
-    let bound = Duration::from_secs(2);
-    let duplicate = event("ext-dup", "Delivered Before");
-    let now = now_seconds();
-    assert_eq!(a.deliver("evt-dup", now, &duplicate).await.status, 200);
-    let mut answers = Vec::new();
-    let mut redis_reported_down = false;
-    let started = Instant::now();
-    let mut round = 0;
     // Past the node timeout, so both phases are covered: one master refused, then the cluster
     // declared failed (every node answers CLUSTERDOWN).
-    while started.elapsed() < Duration::from_millis(3 * NODE_TIMEOUT_MS + 500) {
-        round += 1;
-        let fresh = event(&format!("ext-{round}"), "Killed Master Lamp");
-        let mut load = Vec::new();
-        for app in [&a, &b] {
-            for take in 1..=4 {
-                load.push(timed(
-                    app,
-                    "listing",
-                    format!("/products/v1?take={take}&sort=price"),
-                ));
-            }
-            let uncached = format!("/products/v1?take={}&category=tops", 10 + round % 90);
-            load.push(timed(app, "listing", uncached));
-            load.push(timed(app, "ready", "/ready".into()));
-        }
-        let mut replies = join_all(load).await;
-        replies.push(timed_delivery(&a, format!("evt-{round}"), now, &fresh).await);
-        replies.push(timed_delivery(&b, "evt-dup".into(), now, &duplicate).await);
-        redis_reported_down |= replies
-            .iter()
-            .any(|answer| answer.what == "ready" && answer.body["redis"] == "down");
-        answers.extend(replies);
-    }
-
+    let answers = mixed_load(&a, &b, Duration::from_millis(3 * NODE_TIMEOUT_MS + 500)).await;
+    // 4 × 100 ms of Redis, 25 ms of limiter, a loopback MySQL read, and a loaded CI machine.
+    let bound = Duration::from_secs(2);
     for answer in &answers {
         assert!(
             answer.took <= bound,
@@ -468,14 +450,137 @@ async fn a_killed_master_fails_no_request_and_nothing_waits_past_the_deadlines()
             assert!(["processed", "duplicate"].contains(&status), "{status}");
         }
     }
-    assert!(redis_reported_down, "/ready reported Redis down");
+    assert!(
+        answers
+            .iter()
+            .any(|answer| answer.what == "ready" && answer.body["redis"] == "down"),
+        "/ready reported Redis down"
+    );
     assert!(
         a.app.limiter().fallback_decisions() + b.app.limiter().fallback_decisions()
             > fallbacks_before,
         "the limiter fell back to its local quota"
     );
+
+    // The node comes back on its port and configuration: the cluster is whole again.
+    cluster.restart(victim).await;
+    cluster.wait_for_state("ok").await;
+    l2_is_shared_again(&a, &b).await;
     a.stop().await;
     b.stop().await;
     database.drop_database().await;
     drop(cluster);
+}
+
+/// An instance that starts while the whole cluster is down starts and serves; once the cluster
+/// is back (empty: no persistence) the instances agree on the generation again (the highest,
+/// put back in Redis by the instance that had it) and share L2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_started_with_the_cluster_down_joins_once_it_is_back_empty() {
+    let mut cluster = OwnCluster::start().await;
+    let database = TestDatabase::seeded(300).await;
+    let options = own_cluster_options(&database, &cluster);
+    let early = spawn_app(&options).await;
+    let change = event("ext-before", "Before The Restart");
+    assert_eq!(
+        early
+            .deliver("evt-before", now_seconds(), &change)
+            .await
+            .json()["status"],
+        "processed"
+    );
+    let generation = early.app.cache().generation().shared;
+    assert!(generation >= 1);
+
+    for index in 0..3 {
+        cluster.kill(index).await;
+    }
+    let late = spawn_app(&options).await;
+    assert_eq!(late.get("/products/v1?take=7").await.status, 200);
+    let ready = late.get("/ready").await;
+    assert_eq!(
+        (ready.status, ready.json()["redis"].clone()),
+        (200, json!("down"))
+    );
+    for index in 0..3 {
+        cluster.restart(index).await;
+    }
+    cluster.wait_for_state("ok").await;
+    l2_is_shared_again(&late, &early).await;
+    assert_eq!(late.app.cache().generation().shared, generation);
+    assert_eq!(early.app.cache().generation().shared, generation);
+    eventually(
+        Duration::from_secs(5),
+        "/ready reports Redis up",
+        || async { late.get("/ready").await.json()["redis"] == "up" },
+    )
+    .await;
+    early.stop().await;
+    late.stop().await;
+    database.drop_database().await;
+    drop(cluster);
+}
+
+/// Instances on `cluster` with short Redis deadlines and a limiter on whose quota the tests
+/// never exhaust (a refusal would hide a failure).
+fn own_cluster_options(database: &TestDatabase, cluster: &OwnCluster) -> Options {
+    Options::new(database)
+        .with("REDIS_CLUSTER_URLS", cluster.urls())
+        .with("REDIS_TIMEOUT_MS", "100")
+        .with("RATE_LIMIT_PRESET", "standard")
+        .with("RATE_LIMIT_LISTING", "600000/min,burst=10000")
+        .with("RATE_LIMIT_WEBHOOK", "600000/min,burst=10000")
+}
+
+/// Rounds of every kind of request on both instances for `how_long`: cached and uncached
+/// listings, `/ready`, a new delivery and a repeated one.
+async fn mixed_load(a: &TestApp, b: &TestApp, how_long: Duration) -> Vec<Answer> {
+    let duplicate = event("ext-dup", "Delivered Before");
+    let now = now_seconds();
+    assert_eq!(a.deliver("evt-dup", now, &duplicate).await.status, 200);
+    let mut answers = Vec::new();
+    let started = Instant::now();
+    let mut round = 0;
+    while started.elapsed() < how_long {
+        round += 1;
+        let fresh = event(&format!("ext-{round}"), "Killed Master Lamp");
+        let mut load = Vec::new();
+        for app in [a, b] {
+            for take in 1..=4 {
+                let cached = format!("/products/v1?take={take}&sort=price");
+                load.push(timed(app, "listing", cached));
+            }
+            let uncached = format!("/products/v1?take={}&category=tops", 10 + round % 90);
+            load.push(timed(app, "listing", uncached));
+            load.push(timed(app, "ready", "/ready".into()));
+        }
+        answers.extend(join_all(load).await);
+        answers.push(timed_delivery(a, format!("evt-{round}"), now, &fresh).await);
+        answers.push(timed_delivery(b, "evt-dup".into(), now, &duplicate).await);
+    }
+    answers
+}
+
+/// Waits (bounded) until a page `filler` fills is an L2 hit on `reader`: each try a page
+/// neither has cached yet.
+async fn l2_is_shared_again(filler: &TestApp, reader: &TestApp) {
+    const SORTS: [&str; 4] = ["price", "-price", "created_at", "-created_at"];
+    let tries = AtomicUsize::new(0);
+    eventually(
+        Duration::from_secs(15),
+        "a page filled by one instance is an L2 hit on the other",
+        || {
+            let attempt = tries.fetch_add(1, Ordering::Relaxed);
+            let url = format!(
+                "/products/v1?take={}&sort={}",
+                20 + attempt % 80,
+                SORTS[attempt / 80 % 4]
+            );
+            async move {
+                filler.get(&url).await.status == 200
+                    && reader.get(&url).await.header("x-cache") == Some("HIT-L2")
+            }
+        },
+    )
+    .await;
 }
