@@ -142,21 +142,22 @@ impl L2 {
         .await
     }
 
-    /// The deployment's current generation, first raised to `at_least` (the highest this
-    /// instance has seen) if Redis holds less; `None` when Redis did not answer.
+    /// The deployment's current generation; if Redis holds less than `seen` (the highest this
+    /// instance has seen), first moves it past `seen`. `None` when Redis did not answer.
     ///
     /// Redis holding less means it lost the key (restarted without persistence, flushed, a
     /// cluster master replaced). Left there, instances that read it anew would use generations
-    /// others already passed, and the others, whose generation never goes down, would keep
-    /// reading L2 pages filled before later changes. Raising it, and publishing the raise, keeps
-    /// one generation for all. One key: cluster-safe.
-    pub async fn catch_up_generation(&self, at_least: u64) -> Option<u64> {
+    /// others already passed, and the others, whose generation never goes down, would go on
+    /// reading L2 pages filled before later changes. A change may also have been counted only
+    /// in the lost key, so the new value is above every one seen before (`seen + 1`: all
+    /// instances move to fresh keys), and it is published. One key: cluster-safe.
+    pub async fn catch_up_generation(&self, seen: u64) -> Option<u64> {
         let generation_key = self.generation_key();
         let channel = self.invalidation_channel();
         self.call(|mut c| async move {
             let (generation, raised): (u64, bool) = raise_generation()
                 .key(&generation_key)
-                .arg(at_least)
+                .arg(seen)
                 .invoke_async(&mut c)
                 .await?;
             if raised {
@@ -233,13 +234,14 @@ impl L2 {
     }
 }
 
-/// Sets `KEYS[1]` to `ARGV[1]` if it holds less (or nothing); returns `{value after, 1 if raised}`.
+/// Sets `KEYS[1]` to `ARGV[1] + 1` if it holds less than `ARGV[1]` (or nothing); returns
+/// `{value after, 1 if raised}`.
 pub(crate) const RAISE_GENERATION: &str = r"
 local current = tonumber(redis.call('GET', KEYS[1])) or 0
-local wanted = tonumber(ARGV[1])
-if current < wanted then
-    redis.call('SET', KEYS[1], ARGV[1])
-    return {wanted, 1}
+local seen = tonumber(ARGV[1])
+if current < seen then
+    redis.call('SET', KEYS[1], string.format('%d', seen + 1))
+    return {seen + 1, 1}
 end
 return {current, 0}";
 
