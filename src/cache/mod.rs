@@ -133,9 +133,9 @@ impl ResponseCache {
     /// with the generation (messages sent while disconnected are lost), then applies each message;
     /// catches up again whenever a cluster connection reports it subscribed anew.
     ///
-    /// A subscription is used only once a catch-up after it succeeded; if that fails (Redis
-    /// answers pub/sub but not yet commands, as a cluster that is still forming), it is dropped
-    /// and made again, so a missed change can never go unread for longer than the outage.
+    /// A catch-up that fails (Redis answers pub/sub but not commands, as a slow Redis or a
+    /// cluster still forming) is tried again every [`RESUBSCRIBE_PAUSE`] while messages are
+    /// applied, so a change missed meanwhile is never left unread for longer than the outage.
     pub fn spawn_invalidation_listener(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let cache: Weak<ResponseCache> = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -147,12 +147,20 @@ impl ResponseCache {
                     tokio::time::sleep(RESUBSCRIBE_PAUSE).await;
                     continue;
                 };
-                let mut caught_up = match cache.upgrade() {
-                    Some(cache) => cache.sync_generation().await,
-                    None => return,
-                };
-                while caught_up {
-                    let Some(invalidation) = invalidations.next().await else {
+                let mut caught_up = false;
+                loop {
+                    if !caught_up {
+                        caught_up = match cache.upgrade() {
+                            Some(cache) => cache.sync_generation().await,
+                            None => return,
+                        };
+                    }
+                    // Both arms are cancel-safe: a message is taken only when it is returned.
+                    let invalidation = tokio::select! {
+                        invalidation = invalidations.next() => invalidation,
+                        () = tokio::time::sleep(RESUBSCRIBE_PAUSE), if !caught_up => continue,
+                    };
+                    let Some(invalidation) = invalidation else {
                         break;
                     };
                     let Some(cache) = cache.upgrade() else { return };
@@ -163,7 +171,6 @@ impl ResponseCache {
                         Invalidation::CatchUp => caught_up = cache.sync_generation().await,
                     }
                 }
-                drop(invalidations);
                 tracing::debug!("invalidation subscription ended; resubscribing");
                 tokio::time::sleep(RESUBSCRIBE_PAUSE).await;
             }
