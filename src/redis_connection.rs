@@ -10,9 +10,9 @@
 //! Pub/sub differs: a single server gets a plain pub/sub connection; a cluster gets a cluster
 //! connection of its own speaking RESP3, whose subscriptions arrive as push messages
 //! ([`Subscription`]). Redis Cluster forwards every `PUBLISH` to every node, so subscribing at
-//! any node hears every instance; the cluster client re-subscribes by itself after a
-//! reconnection or a slot move, and reports each (re)subscription, after which the listener
-//! catches up with what it may have missed.
+//! any node hears every instance. A disconnection ends a subscription on either (see
+//! [`Subscription::next`]); the subscriber then subscribes anew and catches up with what it may
+//! have missed, as it also does when the cluster client reports a re-subscription of its own.
 //!
 //! Connecting is lazy: a Redis (or cluster) that is down at start-up is not an error, and the
 //! connection comes up when Redis does. Never logs a URL (they carry passwords); never runs a
