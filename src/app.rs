@@ -46,6 +46,9 @@ fn answer(verdict: &crate::limit::Verdict, response: HttpResponse) -> HttpRespon
     response
 }
 
+/// The settings a Redis configuration error is blamed on.
+const REDIS_SETTING: &str = "REDIS_CLUSTER_URLS or REDIS_URL";
+
 /// Everything a request needs, shared by all connections.
 pub struct App {
     store: Arc<Store>,
@@ -84,7 +87,11 @@ impl App {
             .await
             .context("connecting to MySQL (DATABASE_URL)")?;
         let l1 = L1::new(config.l1_capacity_bytes, config.l1_ttl);
-        let l2 = L2::new(config.redis_url.expose(), config.l2.clone()).context("REDIS_URL")?;
+        let redis = config.redis_target();
+        if redis.is_cluster() {
+            tracing::info!("REDIS_CLUSTER_URLS is set: every Redis use goes to the Redis Cluster");
+        }
+        let l2 = L2::new(&redis, config.l2.clone()).context(REDIS_SETTING)?;
         let cache_control =
             HeaderValue::try_from(format!("public, max-age={}", config.l2.ttl.as_secs()))
                 .expect("digits are a valid header value");
@@ -95,14 +102,11 @@ impl App {
             cache = cache.with_invalidation_hook(move || window.open());
         }
         let cache = Arc::new(cache);
-        cache.sync_generation().await;
+        // Redis down: the listener catches up once it can subscribe.
+        let _ = cache.sync_generation().await;
         cache.spawn_invalidation_listener();
-        let limiter = RateLimiter::new(
-            &config.rate_limit,
-            config.redis_url.expose(),
-            &config.l2.namespace,
-        )
-        .context("REDIS_URL")?;
+        let limiter = RateLimiter::new(&config.rate_limit, &redis, &config.l2.namespace)
+            .context(REDIS_SETTING)?;
         if config.webhook_secret.is_none() {
             tracing::warn!("WEBHOOK_SECRET is not set: POST /webhook answers 503 until it is");
         }

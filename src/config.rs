@@ -38,6 +38,10 @@ pub struct Config {
     pub port: u16,
     pub database_url: Secret,
     pub redis_url: Secret,
+    /// `REDIS_CLUSTER_URLS`: the seed nodes of a Redis Cluster. When set, every Redis use goes
+    /// to the cluster and `REDIS_URL` (and the `REDIS_*` parts) are ignored; see
+    /// [`Config::redis_target`].
+    pub redis_cluster: Option<crate::redis_connection::RedisTarget>,
     /// Signs pagination cursors; the same on every instance. Required to serve.
     pub cursor_secret: Option<Secret>,
     /// Verifies webhook signatures (`whsec_` + base64); without it `/webhook` answers 503.
@@ -156,6 +160,7 @@ impl Config {
             port: env.parse("PORT", 8000)?,
             database_url: database_url(&env)?,
             redis_url: redis_url(&env)?,
+            redis_cluster: redis_cluster(&env)?,
             cursor_secret,
             webhook_secret,
             store: StoreSettings {
@@ -402,6 +407,28 @@ fn database_url(env: &Env<'_>) -> Result<Secret, ConfigError> {
     )))
 }
 
+impl Config {
+    /// Where every Redis user connects: the cluster when `REDIS_CLUSTER_URLS` is set (it takes
+    /// precedence, so a deployment may keep a `REDIS_URL` around while it moves), else the one
+    /// server of `REDIS_URL`.
+    #[must_use]
+    pub fn redis_target(&self) -> crate::redis_connection::RedisTarget {
+        self.redis_cluster
+            .clone()
+            .unwrap_or_else(|| crate::redis_connection::RedisTarget::Single(self.redis_url.clone()))
+    }
+}
+
+/// `REDIS_CLUSTER_URLS`: comma-separated `redis://` (or `rediss://`) seed nodes, at least one.
+fn redis_cluster(
+    env: &Env<'_>,
+) -> Result<Option<crate::redis_connection::RedisTarget>, ConfigError> {
+    env.text("REDIS_CLUSTER_URLS")
+        .map(|list| crate::redis_connection::RedisTarget::parse_cluster(&list))
+        .transpose()
+        .map_err(|error| invalid("REDIS_CLUSTER_URLS", error.to_string()))
+}
+
 /// `REDIS_URL`, or one built from the seed's `REDIS_*` variables (default `127.0.0.1:6379`).
 fn redis_url(env: &Env<'_>) -> Result<Secret, ConfigError> {
     if let Some(url) = env.text("REDIS_URL") {
@@ -487,6 +514,37 @@ mod tests {
         assert_eq!(config.redis_url.expose(), "redis://:x@cache:6379/");
         assert_eq!(config.port, 8000);
         assert!(!config.server.reuse_port, "REUSE_PORT is off by default");
+    }
+
+    #[test]
+    fn redis_cluster_urls_take_precedence_over_redis_url() {
+        use crate::redis_connection::RedisTarget;
+        const DB: (&str, &str) = ("DATABASE_URL", "mysql://x/y");
+        let single = config(&[DB, ("REDIS_URL", "redis://one:6379/")]).unwrap();
+        assert_eq!(
+            single.redis_target(),
+            RedisTarget::single("redis://one:6379/")
+        );
+        let cluster = config(&[
+            DB,
+            ("REDIS_URL", "redis://one:6379/"),
+            ("REDIS_CLUSTER_URLS", "redis://a:7000/, redis://b:7001/"),
+        ])
+        .unwrap();
+        assert_eq!(
+            cluster.redis_target(),
+            RedisTarget::cluster(["redis://a:7000/", "redis://b:7001/"])
+        );
+        for bad in [" , ", "redis://a:7000/,a:7001"] {
+            let error = config(&[DB, ("REDIS_CLUSTER_URLS", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with("REDIS_CLUSTER_URLS: "), "{error}");
+        }
+        let error = config(&[DB, ("REDIS_CLUSTER_URLS", "http://:secret@a/")])
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("secret"), "{error}");
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub mod response;
 // Beside the path: the vocabulary, the error map, and the seed data.
 pub mod domain;
 pub mod error;
+// A Redis connection, one server or a cluster: the only place that opens one.
+pub mod redis_connection;
 // Owner-token Redis locks, shared by the cache fill lock and the OAuth2 refresh lock.
 pub mod redis_lock;
 // Outbound: OAuth2 token and external catalogue client; never on the listing path.

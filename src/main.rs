@@ -62,8 +62,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let store = open_store(&config)?;
             let cache = product_api::cache::ResponseCache::new(
                 product_api::cache::l1::L1::new(0, config.l1_ttl),
-                product_api::cache::l2::L2::new(config.redis_url.expose(), config.l2.clone())
-                    .context("REDIS_URL")?,
+                product_api::cache::l2::L2::new(&config.redis_target(), config.l2.clone())
+                    .context("REDIS_CLUSTER_URLS or REDIS_URL")?,
                 config.lock_wait,
             );
             let client = catalogue_client(&config, upstream)?;
@@ -81,11 +81,9 @@ fn catalogue_client(
     config: &Config,
     upstream: &product_api::config::UpstreamConfig,
 ) -> anyhow::Result<product_api::upstream::CatalogueClient> {
-    let tokens = product_api::upstream::TokenProvider::new(
-        upstream.token.clone(),
-        config.redis_url.expose(),
-    )
-    .context("OAUTH_TOKEN_URL / REDIS_URL")?;
+    let tokens =
+        product_api::upstream::TokenProvider::new(upstream.token.clone(), &config.redis_target())
+            .context("OAUTH_TOKEN_URL / REDIS_CLUSTER_URLS or REDIS_URL")?;
     product_api::upstream::CatalogueClient::new(upstream.catalogue.clone(), tokens)
         .context("API_URL")
 }

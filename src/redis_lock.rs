@@ -49,16 +49,15 @@ pub fn outcome(owner: String, reply: Option<Option<String>>) -> Lock {
 /// value (such as a rejected token) only if nobody replaced it meanwhile.
 pub fn delete_if_equal() -> &'static Script {
     static SCRIPT: OnceLock<Script> = OnceLock::new();
-    SCRIPT.get_or_init(|| {
-        Script::new(
-            r"
+    SCRIPT.get_or_init(|| Script::new(DELETE_IF_EQUAL))
+}
+
+/// The source of [`delete_if_equal`]: one key, so it runs on any Redis Cluster node that owns it.
+pub(crate) const DELETE_IF_EQUAL: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
 end
-return 0",
-        )
-    })
-}
+return 0";
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,9 @@
 #
 # Environment:
 #   PRODUCT_API_DB_PORT     MariaDB TCP port (default 13306)
-#   PRODUCT_API_REDIS_PORT  Redis TCP port   (default 16379)
+#   PRODUCT_API_REDIS_PORT  Redis TCP port   (default 16379); the test Redis
+#                           Cluster uses the three ports after it (16380-16382)
+#                           and cluster-bus ports 11-13 above it (16390-16392)
 #   PRODUCT_API_REPL_PRIMARY_PORT  replication pair: primary port (default DB port + 1)
 #   PRODUCT_API_REPLICA_PORT       replication pair: replica port (default DB port + 2)
 set -euo pipefail
@@ -40,7 +42,15 @@ REDIS_DIR="$DATA_DIR/redis"
 REDIS_PID="$DATA_DIR/redis.pid"
 REDIS_LOG="$DATA_DIR/redis.log"
 
-# Set by start_mariadb / start_redis: 1 if the service was already running.
+# The test Redis Cluster: three masters, no replicas. Bus ports are explicit
+# (cluster-port) so that two checkouts with different PRODUCT_API_REDIS_PORT
+# never share one (the default, port + 10000, could clash with another port).
+REDIS_CLUSTER_DIR="$DATA_DIR/redis-cluster"
+REDIS_CLUSTER_PORTS=("$((REDIS_PORT + 1))" "$((REDIS_PORT + 2))" "$((REDIS_PORT + 3))")
+REDIS_CLUSTER_BUS_PORTS=("$((REDIS_PORT + 11))" "$((REDIS_PORT + 12))" "$((REDIS_PORT + 13))")
+
+# Set by start_mariadb / start_redis / start_redis_cluster: 1 if the service
+# was already running.
 # shellcheck disable=SC2034  # read by the sourcing scripts
 MARIADB_WAS_RUNNING=0
 # shellcheck disable=SC2034
@@ -48,6 +58,9 @@ REDIS_WAS_RUNNING=0
 # Set by start_replication_pair: 1 if both servers of the pair were already running.
 # shellcheck disable=SC2034
 REPLICATION_PAIR_WAS_RUNNING=0
+# Set by start_redis_cluster: 1 if the three nodes were already running.
+# shellcheck disable=SC2034
+REDIS_CLUSTER_WAS_RUNNING=0
 
 DB_USER="product_api"
 DB_PASSWORD="product_api"
@@ -390,27 +403,144 @@ stop_redis() {
 }
 
 _stop_redis() {
-    local pid
-    if ! pid="$(live_pid "$REDIS_PID" redis-server)"; then
-        rm -f "$REDIS_PID"
+    stop_redis_server "$REDIS_PID" "$REDIS_PORT" Redis
+}
+
+# Stop the redis-server of pid file $1 listening on port $2 ($3 names it in
+# messages): SHUTDOWN NOSAVE, else SIGTERM, else after 30 s SIGKILL.
+stop_redis_server() {
+    local pid_file="$1" port="$2" name="$3" pid
+    if ! pid="$(live_pid "$pid_file" redis-server)"; then
+        rm -f "$pid_file"
         return 0
     fi
-    log "stopping Redis (pid $pid)"
-    if ! timeout 10 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1; then
+    log "stopping $name (pid $pid)"
+    if ! timeout 10 redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1; then
         kill -TERM "$pid" 2>/dev/null || true
     fi
     if ! wait_gone "$pid" 30; then
-        warn "Redis (pid $pid) still running after 30s; sending SIGKILL"
+        warn "$name (pid $pid) still running after 30s; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
-        wait_gone "$pid" 10 || die "could not stop Redis (pid $pid)"
+        wait_gone "$pid" 10 || die "could not stop $name (pid $pid)"
     fi
-    rm -f "$REDIS_PID"
+    rm -f "$pid_file"
+}
+
+# ---------------------------------------------------------- Redis Cluster
+
+# The seed URLs of the test cluster, comma-separated (REDIS_CLUSTER_URLS form).
+redis_cluster_urls() {
+    local port urls=()
+    for port in "${REDIS_CLUSTER_PORTS[@]}"; do
+        urls+=("redis://127.0.0.1:$port/")
+    done
+    (IFS=,; printf '%s\n' "${urls[*]}")
+}
+
+redis_cluster_ok() {
+    local port
+    for port in "${REDIS_CLUSTER_PORTS[@]}"; do
+        timeout 3 redis-cli -h 127.0.0.1 -p "$port" cluster info 2>/dev/null |
+            grep -q '^cluster_state:ok' || return 1
+    done
+}
+
+# Start a three-master Redis Cluster on 127.0.0.1 ports $REDIS_PORT+1..+3
+# unless ours is already running and healthy. Always a new, empty cluster:
+# a node left over from an earlier run is stopped and its state removed.
+# Sets REDIS_CLUSTER_WAS_RUNNING=1 when it was, 0 when this call started it.
+start_redis_cluster() {
+    with_lock _start_redis_cluster
+}
+
+_start_redis_cluster() {
+    REDIS_CLUSTER_WAS_RUNNING=0
+    local i port dir pid waited=0 timeout=30 running=0 nodes=()
+    for i in 0 1 2; do
+        if live_pid "$REDIS_CLUSTER_DIR/node-$i/redis.pid" redis-server >/dev/null; then
+            running=$((running + 1))
+        fi
+    done
+    if ((running == 3)) && redis_cluster_ok; then
+        # shellcheck disable=SC2034
+        REDIS_CLUSTER_WAS_RUNNING=1
+        log "Redis Cluster already running on 127.0.0.1:${REDIS_CLUSTER_PORTS[0]}-${REDIS_CLUSTER_PORTS[2]}"
+        return 0
+    fi
+    _stop_redis_cluster
+    rm -rf "$REDIS_CLUSTER_DIR"
+
+    log "starting Redis Cluster on 127.0.0.1:${REDIS_CLUSTER_PORTS[0]}-${REDIS_CLUSTER_PORTS[2]} (bus ${REDIS_CLUSTER_BUS_PORTS[0]}-${REDIS_CLUSTER_BUS_PORTS[2]})"
+    for i in 0 1 2; do
+        port="${REDIS_CLUSTER_PORTS[$i]}"
+        dir="$REDIS_CLUSTER_DIR/node-$i"
+        mkdir -p "$dir"
+        if ! redis-server \
+            --port "$port" \
+            --bind 127.0.0.1 \
+            --dir "$dir" \
+            --daemonize yes \
+            --pidfile "$dir/redis.pid" \
+            --logfile "$dir/redis.log" \
+            --save "" \
+            --appendonly no \
+            --cluster-enabled yes \
+            --cluster-config-file "$dir/nodes.conf" \
+            --cluster-port "${REDIS_CLUSTER_BUS_PORTS[$i]}" \
+            --cluster-node-timeout 5000 \
+            </dev/null 9>&-; then
+            tail -n 40 "$dir/redis.log" >&2 || true
+            die "redis-server (cluster node $i) failed to start (log: $dir/redis.log)"
+        fi
+        nodes+=("127.0.0.1:$port")
+    done
+    for port in "${REDIS_CLUSTER_PORTS[@]}"; do
+        waited=0
+        until [[ "$(timeout 3 redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == "PONG" ]]; do
+            if ((waited >= timeout * 5)); then
+                die "Redis Cluster node on port $port did not answer within ${timeout}s (logs: $REDIS_CLUSTER_DIR)"
+            fi
+            sleep 0.2
+            waited=$((waited + 1))
+        done
+    done
+    if ! redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes \
+        </dev/null >"$REDIS_CLUSTER_DIR/create.log" 2>&1; then
+        tail -n 40 "$REDIS_CLUSTER_DIR/create.log" >&2 || true
+        die "redis-cli --cluster create failed (log: $REDIS_CLUSTER_DIR/create.log)"
+    fi
+    waited=0
+    until redis_cluster_ok; do
+        if ((waited >= timeout * 5)); then
+            for port in "${REDIS_CLUSTER_PORTS[@]}"; do
+                redis-cli -h 127.0.0.1 -p "$port" cluster info 2>&1 | grep cluster_state >&2 || true
+            done
+            die "Redis Cluster did not reach cluster_state:ok within ${timeout}s"
+        fi
+        sleep 0.2
+        waited=$((waited + 1))
+    done
+    pid="$(live_pid "$REDIS_CLUSTER_DIR/node-0/redis.pid" redis-server || echo '?')"
+    log "Redis Cluster ready (first node pid $pid)"
+}
+
+stop_redis_cluster() {
+    with_lock _stop_redis_cluster
+}
+
+_stop_redis_cluster() {
+    local i
+    for i in 0 1 2; do
+        stop_redis_server "$REDIS_CLUSTER_DIR/node-$i/redis.pid" "${REDIS_CLUSTER_PORTS[$i]}" \
+            "Redis Cluster node on port ${REDIS_CLUSTER_PORTS[$i]}"
+    done
 }
 
 # --------------------------------------------------------------- Together
 
 # Stop whatever these scripts started (tracked by the pid files under .data).
 stop_services() {
+    stop_redis_cluster
     stop_redis
     stop_mariadb
     stop_replication_pair

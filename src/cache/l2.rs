@@ -10,10 +10,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
 use super::{key::CacheKey, CachedPage};
+use crate::redis_connection::{Notice, OpenError, Redis, RedisConnection, RedisTarget, Timeouts};
 use crate::redis_lock::{self, Lock};
 
 /// Settings of the Redis side.
@@ -35,25 +35,21 @@ const BREAKER_COOL_DOWN: Duration = Duration::from_millis(500);
 
 /// The shared cache.
 pub struct L2 {
-    /// For the pub/sub connection, which a `ConnectionManager` cannot carry.
-    client: redis::Client,
-    connection: ConnectionManager,
+    /// The command connection, and the pub/sub one it opens for the invalidation listener.
+    redis: Redis,
     settings: L2Settings,
     breaker: Breaker,
 }
 
 impl L2 {
     /// Creates the client without connecting: a Redis that is down at start-up is not an error.
-    pub fn new(redis_url: &str, settings: L2Settings) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(redis_url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.timeout))
-            .set_response_timeout(Some(settings.timeout))
-            .set_number_of_retries(1);
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+    pub fn new(redis: &RedisTarget, settings: L2Settings) -> Result<Self, OpenError> {
+        let timeouts = Timeouts {
+            connect: settings.timeout,
+            response: settings.timeout,
+        };
         Ok(L2 {
-            client,
-            connection,
+            redis: Redis::open(redis, timeouts)?,
             settings,
             breaker: Breaker::default(),
         })
@@ -102,7 +98,7 @@ impl L2 {
 
     /// Whether Redis answers a PING within the deadline (for `/ready`).
     pub async fn ping(&self) -> bool {
-        let mut connection = self.connection.clone();
+        let mut connection = self.redis.connection();
         let ping = async move {
             redis::cmd("PING")
                 .query_async::<String>(&mut connection)
@@ -117,7 +113,7 @@ impl L2 {
     /// Runs one Redis call under the deadline and the breaker; `None` on any failure.
     async fn call<T, F, Fut>(&self, command: F) -> Option<T>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(RedisConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         if self.breaker.is_open() {
@@ -128,7 +124,7 @@ impl L2 {
             .run(
                 self.settings.timeout,
                 "treating as a miss",
-                command(self.connection.clone()),
+                command(self.redis.connection()),
             )
             .await
     }
@@ -146,24 +142,39 @@ impl L2 {
         .await
     }
 
-    /// The deployment's current generation; `None` when Redis did not answer.
-    pub async fn current_generation(&self) -> Option<u64> {
+    /// The deployment's current generation; if Redis holds less than `seen` (the highest this
+    /// instance has seen), first moves it past `seen`. `None` when Redis did not answer.
+    ///
+    /// Redis holding less means it lost the key (restarted without persistence, flushed, a
+    /// cluster master replaced). Left there, instances that read it anew would use generations
+    /// others already passed, and the others, whose generation never goes down, would go on
+    /// reading L2 pages filled before later changes. A change may also have been counted only
+    /// in the lost key, so the new value is above every one seen before (`seen + 1`: all
+    /// instances move to fresh keys), and it is published. One key: cluster-safe.
+    pub async fn catch_up_generation(&self, seen: u64) -> Option<u64> {
         let generation_key = self.generation_key();
-        self.call(|mut c| async move { c.get::<_, Option<u64>>(&generation_key).await })
-            .await
-            .map(Option::unwrap_or_default)
+        let channel = self.invalidation_channel();
+        self.call(|mut c| async move {
+            let (generation, raised): (u64, bool) = raise_generation()
+                .key(&generation_key)
+                .arg(seen)
+                .invoke_async(&mut c)
+                .await?;
+            if raised {
+                c.publish::<_, _, ()>(&channel, generation).await?;
+            }
+            Ok(generation)
+        })
+        .await
     }
 
-    /// A dedicated pub/sub connection subscribed to invalidations.
-    pub async fn subscribe_invalidations(&self) -> Option<redis::aio::PubSub> {
+    /// A dedicated pub/sub connection subscribed to invalidations (on a cluster: a cluster
+    /// connection of its own, see `redis_connection`).
+    pub async fn subscribe_invalidations(&self) -> Option<Invalidations> {
         let channel = self.invalidation_channel();
-        let subscribe = async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
-            pubsub.subscribe(channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
+        let subscribe = self.redis.subscribe(&channel);
         match tokio::time::timeout(self.settings.timeout * 10, subscribe).await {
-            Ok(Ok(pubsub)) => Some(pubsub),
+            Ok(Ok(subscription)) => Some(Invalidations(subscription)),
             Ok(Err(error)) => {
                 tracing::debug!(%error, "cannot subscribe to invalidations yet");
                 None
@@ -220,6 +231,54 @@ impl L2 {
 
     fn lock_key(&self, key: &CacheKey) -> String {
         format!("{}:lock:{}", self.settings.namespace, key.as_str())
+    }
+}
+
+/// Sets `KEYS[1]` to `ARGV[1] + 1` if it holds less than `ARGV[1]` (or nothing); returns
+/// `{value after, 1 if raised}`.
+pub(crate) const RAISE_GENERATION: &str = r"
+local current = tonumber(redis.call('GET', KEYS[1])) or 0
+local seen = tonumber(ARGV[1])
+if current < seen then
+    redis.call('SET', KEYS[1], string.format('%d', seen + 1))
+    return {seen + 1, 1}
+end
+return {current, 0}";
+
+fn raise_generation() -> &'static redis::Script {
+    static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(RAISE_GENERATION))
+}
+
+/// A live subscription to other instances' invalidations.
+pub struct Invalidations(crate::redis_connection::Subscription);
+
+/// What the invalidation listener hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalidation {
+    /// Another instance moved the deployment to this generation.
+    Generation(u64),
+    /// Messages may have been missed (the subscription was made again): read the generation.
+    CatchUp,
+}
+
+impl Invalidations {
+    /// The next invalidation; `None` when the subscription ended (subscribe again). A payload
+    /// that is not a generation is skipped.
+    pub async fn next(&mut self) -> Option<Invalidation> {
+        loop {
+            match self.0.next().await? {
+                Notice::Resubscribed => return Some(Invalidation::CatchUp),
+                Notice::Message(payload) => {
+                    let generation = std::str::from_utf8(&payload)
+                        .ok()
+                        .and_then(|text| text.parse::<u64>().ok());
+                    if let Some(generation) = generation {
+                        return Some(Invalidation::Generation(generation));
+                    }
+                }
+            }
+        }
     }
 }
 

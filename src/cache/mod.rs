@@ -14,8 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
-
 use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderValue;
 
@@ -23,7 +21,7 @@ use crate::redis_lock::Lock;
 use crate::store::StoreError;
 pub use key::{CacheKey, Generation};
 use l1::L1;
-use l2::L2;
+use l2::{Invalidation, L2};
 
 /// A finished listing response, as cached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,11 +127,16 @@ impl ResponseCache {
         }
     }
 
-    /// Takes the deployment's generation from Redis, e.g. at start-up.
-    pub async fn sync_generation(&self) {
-        if let Some(generation) = self.l2.current_generation().await {
-            self.observe_shared_generation(generation);
-        }
+    /// Takes the deployment's generation from Redis, e.g. at start-up and after a reconnection;
+    /// if Redis lost it (holds less than this instance has seen), puts it back first.
+    /// Whether Redis answered.
+    pub async fn sync_generation(&self) -> bool {
+        let seen = self.shared_generation.load(Ordering::Acquire);
+        let Some(generation) = self.l2.catch_up_generation(seen).await else {
+            return false;
+        };
+        self.observe_shared_generation(generation);
+        true
     }
 
     fn observe_shared_generation(&self, generation: u64) {
@@ -149,27 +152,45 @@ impl ResponseCache {
     }
 
     /// Follows other instances' invalidations until the cache is dropped: subscribes, catches up
-    /// with the generation (messages sent while disconnected are lost), then applies each message.
+    /// with the generation (messages sent while disconnected are lost), then applies each message;
+    /// catches up again whenever a cluster connection reports it subscribed anew.
+    ///
+    /// A catch-up that fails (Redis answers pub/sub but not commands, as a slow Redis or a
+    /// cluster still forming) is tried again every [`RESUBSCRIBE_PAUSE`] while messages are
+    /// applied, so a change missed meanwhile is never left unread for longer than the outage.
     pub fn spawn_invalidation_listener(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let cache: Weak<ResponseCache> = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
-                let Some(pubsub) = (match cache.upgrade() {
+                let Some(mut invalidations) = (match cache.upgrade() {
                     Some(cache) => cache.l2.subscribe_invalidations().await,
                     None => return,
                 }) else {
                     tokio::time::sleep(RESUBSCRIBE_PAUSE).await;
                     continue;
                 };
-                match cache.upgrade() {
-                    Some(cache) => cache.sync_generation().await,
-                    None => return,
-                }
-                let mut messages = pubsub.into_on_message();
-                while let Some(message) = messages.next().await {
+                let mut caught_up = false;
+                loop {
+                    if !caught_up {
+                        caught_up = match cache.upgrade() {
+                            Some(cache) => cache.sync_generation().await,
+                            None => return,
+                        };
+                    }
+                    // Both arms are cancel-safe: a message is taken only when it is returned.
+                    let invalidation = tokio::select! {
+                        invalidation = invalidations.next() => invalidation,
+                        () = tokio::time::sleep(RESUBSCRIBE_PAUSE), if !caught_up => continue,
+                    };
+                    let Some(invalidation) = invalidation else {
+                        break;
+                    };
                     let Some(cache) = cache.upgrade() else { return };
-                    if let Ok(generation) = message.get_payload::<u64>() {
-                        cache.observe_shared_generation(generation);
+                    match invalidation {
+                        Invalidation::Generation(generation) => {
+                            cache.observe_shared_generation(generation);
+                        }
+                        Invalidation::CatchUp => caught_up = cache.sync_generation().await,
                     }
                 }
                 tracing::debug!("invalidation subscription ended; resubscribing");
@@ -325,7 +346,7 @@ mod tests {
     #[tokio::test]
     async fn the_invalidation_hook_runs_before_the_generation_moves() {
         let unreachable = L2::new(
-            "redis://127.0.0.1:1/",
+            &crate::redis_connection::RedisTarget::single("redis://127.0.0.1:1/"),
             l2::L2Settings {
                 namespace: "hook-test".into(),
                 ttl: Duration::from_secs(1),

@@ -100,9 +100,9 @@ impl RateLimiter {
     /// forgets on its own). Redis is not contacted until the first lease.
     pub fn new(
         settings: &RateLimitSettings,
-        redis_url: &str,
+        redis: &crate::redis_connection::RedisTarget,
         namespace: &str,
-    ) -> Result<Arc<RateLimiter>, redis::RedisError> {
+    ) -> Result<Arc<RateLimiter>, crate::redis_connection::OpenError> {
         let build = |kind| {
             settings
                 .policies
@@ -113,7 +113,7 @@ impl RateLimiter {
             listing: build(PolicyKind::Listing),
             webhook: build(PolicyKind::Webhook),
             clients: settings.clients.clone(),
-            shared: SharedQuota::new(redis_url, namespace, settings.redis_timeout)?,
+            shared: SharedQuota::new(redis, namespace, settings.redis_timeout)?,
             fallbacks: AtomicU64::new(0),
         });
         spawn_janitor(Arc::downgrade(&limiter));

@@ -11,15 +11,14 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
 use super::client::ClientId;
 use super::policy::Policy;
 use crate::cache::l2::Breaker;
+use crate::redis_connection::{OpenError, Redis, RedisConnection, RedisTarget, Timeouts};
 
 /// GCRA over microseconds: ARGV = emission interval, burst capacity, requests wanted.
 /// Returns `{granted, remaining, reset_us, retry_after_us}`.
-const GCRA: &str = r"
+pub(crate) const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
@@ -53,7 +52,7 @@ pub struct Grant {
 
 /// The Redis side of the limiter.
 pub struct SharedQuota {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     script: redis::Script,
     namespace: String,
     timeout: Duration,
@@ -62,19 +61,13 @@ pub struct SharedQuota {
 
 impl SharedQuota {
     /// Creates the client without connecting: Redis down at start-up is not an error.
-    pub fn new(
-        redis_url: &str,
-        namespace: &str,
-        timeout: Duration,
-    ) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(redis_url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout.max(Duration::from_millis(100))))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+    pub fn new(redis: &RedisTarget, namespace: &str, timeout: Duration) -> Result<Self, OpenError> {
+        let timeouts = Timeouts {
+            connect: timeout.max(Duration::from_millis(100)),
+            response: timeout,
+        };
         Ok(SharedQuota {
-            connection,
+            connection: Redis::open(redis, timeouts)?.connection(),
             script: redis::Script::new(GCRA),
             namespace: namespace.to_owned(),
             timeout,
@@ -88,12 +81,7 @@ impl SharedQuota {
         if self.breaker.is_open() {
             return None;
         }
-        let key = format!(
-            "{}:ratelimit:{{{}:{}}}",
-            self.namespace,
-            policy.kind.name(),
-            client.key_part()
-        );
+        let key = quota_key(&self.namespace, policy.kind.name(), &client.key_part());
         let interval_us = u64::try_from(policy.interval().as_micros()).unwrap_or(u64::MAX);
         let mut invocation = self.script.key(key);
         invocation
@@ -107,6 +95,12 @@ impl SharedQuota {
             .await
             .map(grant_of)
     }
+}
+
+/// The key of one client's quota under one policy. The hash tag (`{policy:client}`) puts it in
+/// the slot of that pair on Redis Cluster, whatever the namespace.
+pub(crate) fn quota_key(namespace: &str, policy: &str, client: &str) -> String {
+    format!("{namespace}:ratelimit:{{{policy}:{client}}}")
 }
 
 fn grant_of((granted, remaining, reset_us, retry_us): (i64, i64, i64, i64)) -> Grant {

@@ -268,8 +268,8 @@ impl retry::Transient for UpstreamError {
 /// A client that cannot be built: start-up only.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("the Redis URL is not valid")]
-    Redis(#[source] redis::RedisError),
+    #[error("cannot use the Redis configuration")]
+    Redis(#[source] crate::redis_connection::OpenError),
     #[error("cannot build the HTTP client")]
     Http(#[source] reqwest::Error),
 }

@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use serde::Deserialize;
@@ -31,6 +30,7 @@ use tokio::time::Instant;
 use super::retry::{self, Stopped, Transient};
 use super::transport::{self, Failure};
 use super::{BuildError, ClientAuth, TokenSettings};
+use crate::redis_connection::{Redis, RedisConnection, RedisTarget, Timeouts};
 use crate::redis_lock::{self, Lock};
 
 /// A bearer token. Compares by value; prints as `[redacted]`.
@@ -125,7 +125,7 @@ type Refreshed = Result<Arc<CachedToken>, TokenError>;
 struct Inner {
     settings: TokenSettings,
     http: reqwest::Client,
-    redis: ConnectionManager,
+    redis: RedisConnection,
     token_key: String,
     lock_key: String,
     /// The token outbound calls use, read without a lock on every call.
@@ -174,7 +174,7 @@ const REFRESH_RETRY_BASE: Duration = Duration::from_secs(1);
 const REFRESH_RETRY_CEILING: Duration = Duration::from_secs(30);
 
 /// The token and its remaining life in milliseconds, in one round trip; nil without a token.
-const READ_TOKEN: &str = r"
+pub(crate) const READ_TOKEN: &str = r"
 local token = redis.call('GET', KEYS[1])
 if not token then
     return nil
@@ -184,20 +184,20 @@ return {token, redis.call('PTTL', KEYS[1])}";
 impl TokenProvider {
     /// Creates the provider without fetching a token or connecting to Redis: neither being down
     /// at start-up is an error.
-    pub fn new(settings: TokenSettings, redis_url: &str) -> Result<Self, BuildError> {
+    pub fn new(settings: TokenSettings, redis: &RedisTarget) -> Result<Self, BuildError> {
         let http = reqwest::Client::builder()
             .connect_timeout(settings.retry.attempt_timeout)
             // A redirected POST would turn into a GET without the credentials; never follow.
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(BuildError::Http)?;
-        let client = redis::Client::open(redis_url).map_err(BuildError::Redis)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.redis_timeout))
-            .set_response_timeout(Some(settings.redis_timeout))
-            .set_number_of_retries(1);
-        let redis =
-            ConnectionManager::new_lazy_with_config(client, config).map_err(BuildError::Redis)?;
+        let timeouts = Timeouts {
+            connect: settings.redis_timeout,
+            response: settings.redis_timeout,
+        };
+        let redis = Redis::open(redis, timeouts)
+            .map_err(BuildError::Redis)?
+            .connection();
         let (alive, _) = watch::channel(());
         Ok(TokenProvider {
             inner: Arc::new(Inner {
@@ -586,7 +586,7 @@ impl Inner {
     /// Runs one Redis call under the deadline; `None` on any failure (Redis is optional here).
     async fn redis_call<T, F, Fut>(&self, command: F) -> Option<T>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(RedisConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let call = command(self.redis.clone());

@@ -2,7 +2,7 @@
 
 use futures::future::join_all;
 
-use crate::helpers::{spawn_app, Options, TestDatabase};
+use crate::helpers::{spawn_app, Options, TestApp, TestDatabase};
 
 #[tokio::test]
 async fn a_matching_if_none_match_gets_304_and_equivalent_requests_share_an_entry() {
@@ -56,7 +56,17 @@ async fn a_hundred_concurrent_identical_cold_requests_make_one_database_query() 
 #[tokio::test]
 async fn instances_share_l2_and_coalesce_misses_across_instances() {
     let database = TestDatabase::seeded(2_000).await;
-    let options = Options::new(&database).with("FILL_LOCK_WAIT_MS", "5000");
+    let (first, second) = two_instances_share_l2_and_one_fill(&Options::new(&database)).await;
+    first.stop().await;
+    second.stop().await;
+    database.drop_database().await;
+}
+
+/// Two instances on `options` (over a database of 2000 seed rows): a page one filled is a
+/// `HIT-L2` on the other, and 100 concurrent cold requests split over both make one query.
+/// Returns the instances for more checks (also run on a Redis Cluster, `cluster.rs`).
+pub async fn two_instances_share_l2_and_one_fill(options: &Options) -> (TestApp, TestApp) {
+    let options = options.clone().with("FILL_LOCK_WAIT_MS", "5000");
     let first = spawn_app(&options).await;
     let second = spawn_app(&options).await;
     let a = first.get("/products/v1?take=3").await;
@@ -71,13 +81,12 @@ async fn instances_share_l2_and_coalesce_misses_across_instances() {
     let from_second = (0..50).map(|_| second.get(url));
     let replies = join_all(from_first.chain(from_second).collect::<Vec<_>>()).await;
     assert!(replies.iter().all(|r| r.status == 200));
+    assert!(replies.windows(2).all(|pair| pair[0].body == pair[1].body));
     let after = first.app.store().listing_queries() + second.app.store().listing_queries();
     assert_eq!(
         after - before,
         1,
         "one query for 100 requests over two instances"
     );
-    first.stop().await;
-    second.stop().await;
-    database.drop_database().await;
+    (first, second)
 }

@@ -25,6 +25,18 @@ fn env(name: &str) -> String {
     })
 }
 
+/// The seed URLs of the test Redis Cluster, comma-separated. Missing, the cluster tests fail
+/// (they never skip): `scripts/test` starts the cluster and exports it.
+pub fn redis_cluster_urls() -> String {
+    std::env::var("TEST_REDIS_CLUSTER_URLS").unwrap_or_else(|_| {
+        panic!(
+            "TEST_REDIS_CLUSTER_URLS is not set: run the tests through scripts/test, which starts \
+             the Redis Cluster (or `source scripts/lib/services.sh && start_redis_cluster` and \
+             export TEST_REDIS_CLUSTER_URLS=\"$(redis_cluster_urls)\")"
+        )
+    })
+}
+
 /// A database of its own for one test, migrated.
 pub struct TestDatabase {
     pub name: String,
@@ -123,6 +135,12 @@ impl Options {
             namespace: format!("test-{}", random_suffix()),
             extra: Vec::new(),
         }
+    }
+
+    /// Every Redis use on the test Redis Cluster (`REDIS_CLUSTER_URLS` takes precedence over
+    /// `REDIS_URL`).
+    pub fn on_redis_cluster(self) -> Options {
+        self.with("REDIS_CLUSTER_URLS", redis_cluster_urls())
     }
 
     pub fn with(mut self, name: &'static str, value: impl Into<String>) -> Options {

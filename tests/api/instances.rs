@@ -137,7 +137,7 @@ fn syncing(database: &TestDatabase, tokens: &TokenEndpoint, catalogue: &Catalogu
 /// its own token provider, sharing the token through Redis under `CACHE_NAMESPACE`.
 fn catalogue_client(config: &Config) -> CatalogueClient {
     let upstream = config.upstream.as_ref().expect("API_URL is set");
-    let tokens = TokenProvider::new(upstream.token.clone(), config.redis_url.expose()).unwrap();
+    let tokens = TokenProvider::new(upstream.token.clone(), &config.redis_target()).unwrap();
     CatalogueClient::new(upstream.catalogue.clone(), tokens).unwrap()
 }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use product_api::config::Secret;
+use product_api::redis_connection::RedisTarget;
 use product_api::sync::{run_once, SyncReport, SyncSettings};
 use product_api::telemetry::{self, LogFormat};
 use product_api::upstream::{CatalogueClient, CatalogueSettings, TokenProvider, TokenSettings};
@@ -147,7 +148,7 @@ async fn metrics_expose_the_pool_token_refreshes_breaker_state_and_sync_lag() {
             Secret::new(CLIENT_SECRET),
             options.namespace.clone(),
         ),
-        &options.redis_url,
+        &RedisTarget::single(&options.redis_url),
     )
     .unwrap();
     let client = CatalogueClient::new(CatalogueSettings::new(catalogue.url()), provider).unwrap();

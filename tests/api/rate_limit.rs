@@ -143,17 +143,27 @@ impl Spread {
 #[tokio::test]
 async fn two_instances_sharing_redis_hold_one_quota() {
     let database = TestDatabase::seeded(100).await;
-    // 10 per second, 20 at once; each instance alone would let 20 + 10/s through.
-    let options = limited(&database, "600/min,burst=20");
-    let a = spawn_app(&options).await;
-    let b = spawn_app(&options).await;
-
-    let spread = Spread::measure(&[&a, &b], Duration::from_millis(1500)).await;
-    // 34 accepted in 1.5 s in ARCHITECTURE's run: bound 39, two unshared limiters allow 70.
-    spread.assert_one_quota(10.0, 20, 2);
+    let (a, b) = two_instances_hold_one_quota(Options::new(&database)).await;
     a.stop().await;
     b.stop().await;
     database.drop_database().await;
+}
+
+/// Two instances on `options` with a listing quota of 10 per second, 20 at once: for 1.5 s of
+/// requests alternating between them, together they accept no more than the quota allows (plus
+/// one lease each) and refuse the rest. Returns them for more checks (also run on a Redis
+/// Cluster, `cluster.rs`).
+pub async fn two_instances_hold_one_quota(options: Options) -> (TestApp, TestApp) {
+    // Each instance alone would let 20 + 10/s through.
+    let options = options
+        .with("RATE_LIMIT_PRESET", "standard")
+        .with("RATE_LIMIT_LISTING", "600/min,burst=20");
+    let a = spawn_app(&options).await;
+    let b = spawn_app(&options).await;
+    let spread = Spread::measure(&[&a, &b], Duration::from_millis(1500)).await;
+    // 34 accepted in 1.5 s in ARCHITECTURE's run: bound 39, two unshared limiters allow 70.
+    spread.assert_one_quota(10.0, 20, 2);
+    (a, b)
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use mysql_async::prelude::Queryable;
 use product_api::config::Secret;
 use product_api::domain::event::ExternalProduct;
 use product_api::domain::Price;
+use product_api::redis_connection::RedisTarget;
 use product_api::store::sync::SyncWriteError;
 use product_api::sync::{run_once, SyncError, SyncReport, SyncSettings};
 use product_api::upstream::{CatalogueClient, CatalogueSettings, TokenProvider, TokenSettings};
@@ -32,7 +33,8 @@ impl World {
             Secret::new(CLIENT_SECRET),
             options.namespace.clone(),
         );
-        let provider = TokenProvider::new(settings, &options.redis_url).unwrap();
+        let provider =
+            TokenProvider::new(settings, &RedisTarget::single(&options.redis_url)).unwrap();
         let mut catalogue_settings = CatalogueSettings::new(catalogue.url());
         catalogue_settings.retry.deadline = Duration::from_secs(2);
         let client = CatalogueClient::new(catalogue_settings, provider).unwrap();

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use product_api::config::Secret;
 use product_api::domain::Price;
+use product_api::redis_connection::RedisTarget;
 use product_api::upstream::{
     AccessToken, BreakerState, CatalogueClient, CatalogueSettings, ClientAuth, RetrySettings,
     TokenError, TokenProvider, TokenSettings, UpstreamError,
@@ -59,7 +60,7 @@ fn token_settings(endpoint: &TokenEndpoint, namespace: &str) -> TokenSettings {
 }
 
 fn provider(settings: TokenSettings) -> TokenProvider {
-    TokenProvider::new(settings, &redis_url()).unwrap()
+    TokenProvider::new(settings, &RedisTarget::single(&redis_url())).unwrap()
 }
 
 async fn redis() -> redis::aio::MultiplexedConnection {
@@ -110,15 +111,19 @@ fn status(error: &UpstreamError) -> Option<u16> {
 // OAuth2 token
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_token_request_for_100_concurrent_callers_across_two_instances() {
+/// 100 concurrent callers over two providers on `redis` sharing `namespace` all get the same
+/// token, from one token request in all. Returns the endpoint and the token for more checks
+/// (also run on a Redis Cluster, `cluster.rs`).
+pub async fn one_token_for_100_callers_of_two_providers(
+    redis: &RedisTarget,
+    namespace: &str,
+) -> (TokenEndpoint, AccessToken) {
     let tokens = TokenEndpoint::start(TOKEN_LIFETIME).await;
     // Slow enough that every caller arrives while the one fetch is in flight.
     tokens.control().set_delay(Duration::from_millis(150));
-    let namespace = namespace();
     let instances = [
-        provider(token_settings(&tokens, &namespace)),
-        provider(token_settings(&tokens, &namespace)),
+        TokenProvider::new(token_settings(&tokens, namespace), redis).unwrap(),
+        TokenProvider::new(token_settings(&tokens, namespace), redis).unwrap(),
     ];
     let callers: Vec<_> = (0..100)
         .map(|caller| {
@@ -132,6 +137,15 @@ async fn one_token_request_for_100_concurrent_callers_across_two_instances() {
     }
     assert!(received.iter().all(|token| *token == received[0]));
     assert_eq!(tokens.control().requests(), 1, "one token request in all");
+    (tokens, received.swap_remove(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_request_for_100_concurrent_callers_across_two_instances() {
+    let namespace = namespace();
+    let (tokens, token) =
+        one_token_for_100_callers_of_two_providers(&RedisTarget::single(&redis_url()), &namespace)
+            .await;
 
     // Shared in Redis with expires_in minus the margin; the lock is released.
     let mut redis = redis().await;
@@ -141,7 +155,7 @@ async fn one_token_request_for_100_concurrent_callers_across_two_instances() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    assert_eq!(stored, received[0].expose());
+    assert_eq!(stored, token.expose());
     let ttl_ms: i64 = redis::cmd("PTTL")
         .arg(&key)
         .query_async(&mut redis)
@@ -304,7 +318,7 @@ async fn a_token_endpoint_down_gives_callers_a_clear_error_within_the_deadline()
     // Wrong credentials are not retried at all.
     let refused = TokenProvider::new(
         TokenSettings::new(tokens.url(), CLIENT_ID, Secret::new("wrong"), namespace()),
-        &redis_url(),
+        &RedisTarget::single(&redis_url()),
     )
     .unwrap();
     tokens.control().heal();
@@ -330,8 +344,16 @@ async fn without_redis_each_instance_fetches_and_keeps_its_own_token() {
     };
     let redis_down = format!("redis://{closed}/");
     let namespace = namespace();
-    let first = TokenProvider::new(token_settings(&tokens, &namespace), &redis_down).unwrap();
-    let second = TokenProvider::new(token_settings(&tokens, &namespace), &redis_down).unwrap();
+    let first = TokenProvider::new(
+        token_settings(&tokens, &namespace),
+        &RedisTarget::single(&redis_down),
+    )
+    .unwrap();
+    let second = TokenProvider::new(
+        token_settings(&tokens, &namespace),
+        &RedisTarget::single(&redis_down),
+    )
+    .unwrap();
 
     let started = Instant::now();
     let callers: Vec<_> = (0..10)

@@ -12,7 +12,7 @@ use crate::helpers::{
 };
 use crate::proxy::{Mode, Proxy};
 
-fn event(kind: &str, at: &str, external_id: &str, name: &str, category: &str) -> Vec<u8> {
+pub fn event(kind: &str, at: &str, external_id: &str, name: &str, category: &str) -> Vec<u8> {
     let data = if kind == "product.deleted" {
         json!({"external_id": external_id})
     } else {
@@ -183,13 +183,24 @@ async fn out_of_order_events_keep_the_newest_state() {
 #[tokio::test]
 async fn a_change_shows_on_another_instance_within_a_second() {
     let database = TestDatabase::seeded(200).await;
-    let options = Options::new(&database);
-    let writer = spawn_app(&options).await;
-    let reader = spawn_app(&options).await;
-    assert_a_change_reaches(&writer, &[&reader], "evt-seen").await;
+    let (writer, reader) = a_change_reaches_another_instance(&Options::new(&database)).await;
     writer.stop().await;
     reader.stop().await;
     database.drop_database().await;
+}
+
+/// The id of the event [`a_change_reaches_another_instance`] delivers.
+pub const SEEN_EVENT: &str = "evt-seen";
+
+/// Two instances on `options`: a page cached in the reader's L1 shows a product delivered to the
+/// writer (event [`SEEN_EVENT`]) within a second, while L1 entries live 5 s: only the published
+/// invalidation can do that. Returns (writer, reader) for more checks (also run on a Redis
+/// Cluster, `cluster.rs`).
+pub async fn a_change_reaches_another_instance(options: &Options) -> (TestApp, TestApp) {
+    let writer = spawn_app(options).await;
+    let reader = spawn_app(options).await;
+    assert_a_change_reaches(&writer, &[&reader], SEEN_EVENT).await;
+    (writer, reader)
 }
 
 /// A product created through a signed delivery to `writer` (event `event_id`) shows within a
