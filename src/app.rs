@@ -97,7 +97,8 @@ impl App {
                 .expect("digits are a valid header value");
         // Replicas are not needed to start: they join the rotation once a check proves them fresh.
         store.spawn_replica_monitor();
-        let mut cache = ResponseCache::new(l1, l2, config.lock_wait);
+        let mut cache = ResponseCache::new(l1, l2, config.lock_wait)
+            .with_invalidation_batch(config.invalidation_batch);
         if let Some(window) = store.primary_window() {
             cache = cache.with_invalidation_hook(move || window.open());
         }
@@ -105,6 +106,7 @@ impl App {
         // Redis down: the listener catches up once it can subscribe.
         let _ = cache.sync_generation().await;
         cache.spawn_invalidation_listener();
+        cache.spawn_invalidation_batcher();
         let limiter = RateLimiter::new(&config.rate_limit, &redis, &config.l2.namespace)
             .context(REDIS_SETTING)?;
         if config.webhook_secret.is_none() {

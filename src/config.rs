@@ -54,6 +54,8 @@ pub struct Config {
     pub l2: L2Settings,
     /// How long a request waits for another instance to fill a key before loading itself.
     pub lock_wait: Duration,
+    /// `INVALIDATION_BATCH_MS`: webhook changes within this long share one cache invalidation.
+    pub invalidation_batch: Duration,
     pub server: ServerSettings,
     /// The external catalogue and its sync; `None` when `API_URL` is not set.
     pub upstream: Option<UpstreamConfig>,
@@ -182,6 +184,7 @@ impl Config {
                 lock_ttl: env.millis("FILL_LOCK_TTL_MS", 3_000)?,
             },
             lock_wait: env.millis("FILL_LOCK_WAIT_MS", 250)?,
+            invalidation_batch: env.millis("INVALIDATION_BATCH_MS", 250)?,
             server: ServerSettings {
                 max_connections: env.parse("MAX_CONNECTIONS", 10_000)?,
                 header_read_timeout,

@@ -45,7 +45,7 @@ where
         Err(error) => return Err(error.into()),
     };
     if applied == Applied::Changed {
-        app.cache().invalidate_everywhere().await;
+        app.cache().invalidate_soon().await;
     }
     app.cache()
         .l2()
