@@ -147,10 +147,11 @@ impl ResponseCache {
 
     /// After a webhook's change: invalidates everywhere within `INVALIDATION_BATCH_MS`, once for
     /// every change that arrives meanwhile. A generation retires every cached page of every
-    /// instance, so one per change would empty the caches under a stream of deliveries (at 100
-    /// changes a second, every page lived ~10 ms and every read went to MySQL: issue 5's
-    /// `mixed`); batched, a change is listed at most one batch later, and the caches refill a few
-    /// times a second. With a zero batch this is [`Self::invalidate_everywhere`].
+    /// instance, so one per change empties the caches as often as deliveries arrive; batched, a
+    /// change is listed at most one batch later and the caches refill at most a few times a
+    /// second, however many deliveries arrive. Measured in issue 5's `mixed` (~3 changes a
+    /// second): the service's median went from 1.1 ms to 0.1 ms (perf/RESULTS.md). With a zero
+    /// batch this is [`Self::invalidate_everywhere`].
     ///
     /// Never misses a change: the flag is cleared before the batch's invalidation starts, so a
     /// change that found it set is committed before that invalidation, and one that found it
