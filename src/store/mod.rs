@@ -35,7 +35,8 @@ pub const SPARSE_SEARCH_TTL: Duration = Duration::from_secs(60);
 /// At most this many such searches are remembered (~100 bytes each).
 const SPARSE_SEARCHES_KEPT: u64 = 10_000;
 
-/// The words and category of a search: what decides how dense its matches are.
+/// The filters of a search: what decides how dense its matches are along an order (the words,
+/// the category and the price bounds; not the sort or the position).
 fn sparse_search_key(query: &ListingQuery) -> String {
     let filters = &query.filters;
     let words = filters
@@ -43,7 +44,13 @@ fn sparse_search_key(query: &ListingQuery) -> String {
         .as_ref()
         .map(crate::domain::SearchTerms::boolean_mode_expression)
         .unwrap_or_default();
-    format!("{}\n{words}", filters.category.as_deref().unwrap_or(""))
+    let price = |bound: Option<Price>| bound.map(|price| price.0.to_string()).unwrap_or_default();
+    format!(
+        "{}\n{words}\n{}\n{}",
+        filters.category.as_deref().unwrap_or(""),
+        price(filters.min_price),
+        price(filters.max_price)
+    )
 }
 
 /// Settings of the pool and its deadline.
@@ -92,8 +99,8 @@ pub struct Store {
     listing_queries: AtomicU64,
     /// Pages answered by each [`PlanTaken`]; tests read it to prove which plan ran.
     plans_taken: [AtomicU64; PlanTaken::ALL.len()],
-    /// Searches (words and category) whose window walk came up short: rare words, answered by
-    /// FULLTEXT directly for [`SPARSE_SEARCH_TTL`].
+    /// Searches (words, category, price bounds) whose window walk came up short: rare words,
+    /// answered by FULLTEXT directly for [`SPARSE_SEARCH_TTL`].
     sparse_searches: moka::future::Cache<String, ()>,
 }
 
@@ -114,7 +121,7 @@ pub enum PlanTaken {
     SearchWindow,
     /// A search page from FULLTEXT, after a walk that fell short.
     SearchFulltext,
-    /// A search page from FULLTEXT without a walk: the same words (and category) came up short
+    /// A search page from FULLTEXT without a walk: the same filters came up short
     /// within the last [`SPARSE_SEARCH_TTL`].
     SearchSparse,
     /// A small price band read whole from the price index and sorted by date.
@@ -535,4 +542,40 @@ fn decode_price(value: Value) -> Result<Price, StoreError> {
 
 fn decode_timestamp(column: &'static str, value: Value) -> Result<Timestamp, StoreError> {
     sql::timestamp_of(&value).ok_or(StoreError::Decode { column, value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Filters, Position, SearchTerms, Sort};
+
+    fn search(min_price: Option<Price>, sort: Sort, after: Option<Position>) -> ListingQuery {
+        ListingQuery {
+            take: 20,
+            sort,
+            filters: Filters {
+                category: Some("tops".into()),
+                search: SearchTerms::parse("oak").unwrap(),
+                min_price,
+                max_price: None,
+            },
+            after,
+        }
+    }
+
+    /// A search's density is judged by its filters: a price bound makes it another search; the
+    /// sort and the position do not.
+    #[test]
+    fn sparse_searches_are_keyed_by_their_filters_only() {
+        let plain = sparse_search_key(&search(None, Sort::CreatedAtDesc, None));
+        let deep = Some(Position { key: 5, id: 6 });
+        assert_eq!(
+            plain,
+            sparse_search_key(&search(None, Sort::PriceAsc, deep))
+        );
+        assert_ne!(
+            plain,
+            sparse_search_key(&search(Some(Price(100)), Sort::CreatedAtDesc, None))
+        );
+    }
 }
