@@ -97,7 +97,8 @@ impl ResponseCache {
     }
 
     /// Webhook changes arriving within `batch` of the first share one invalidation (see
-    /// [`Self::invalidate_soon`]); zero (the default) invalidates on every change.
+    /// [`Self::invalidate_soon`]); zero (the default) invalidates on every change. A non-zero
+    /// batch needs [`Self::spawn_invalidation_batcher`] running (`App::build` starts it).
     #[must_use]
     pub fn with_invalidation_batch(mut self, batch: Duration) -> Self {
         self.invalidation_batch = batch;
