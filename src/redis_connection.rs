@@ -392,7 +392,7 @@ mod cluster_slots {
 
     use redis::cluster_routing::Slot;
 
-    use crate::cache::l2::RAISE_GENERATION;
+    use crate::cache::l2::{GET_OR_LOCK, RAISE_GENERATION, SET_AND_UNLOCK};
     use crate::limit::shared::{quota_key, GCRA};
     use crate::redis_lock::DELETE_IF_EQUAL;
     use crate::upstream::token::READ_TOKEN;
@@ -411,22 +411,56 @@ mod cluster_slots {
         assert_ne!(Slot::for_key("foo{}{bar}"), Slot::for_key("bar"));
     }
 
+    fn keys_of(source: &str) -> BTreeSet<&str> {
+        source
+            .match_indices("KEYS[")
+            .filter_map(|(at, _)| source[at + 5..].split(']').next())
+            .collect()
+    }
+
     #[test]
-    fn every_script_touches_exactly_one_key() {
+    fn every_script_touches_one_key_or_keys_under_one_tag() {
         for (name, source) in [
             ("GCRA", GCRA),
             ("READ_TOKEN", READ_TOKEN),
             ("DELETE_IF_EQUAL", DELETE_IF_EQUAL),
             ("RAISE_GENERATION", RAISE_GENERATION),
         ] {
-            let keys: BTreeSet<&str> = source
-                .match_indices("KEYS[")
-                .filter_map(|(at, _)| source[at + 5..].split(']').next())
-                .collect();
             assert_eq!(
-                keys,
+                keys_of(source),
                 BTreeSet::from(["1"]),
                 "{name}: a script with more keys needs them under one hash tag, and a test here"
+            );
+        }
+        // The miss path's two scripts take a page and its fill lock: one slot, tested below.
+        for source in [GET_OR_LOCK, SET_AND_UNLOCK] {
+            assert_eq!(keys_of(source), BTreeSet::from(["1", "2"]));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_page_and_its_fill_lock_share_a_slot_in_every_generation() {
+        use crate::cache::key::{CacheKey, Generation};
+        use crate::request::{cursor::CursorKey, parse_listing};
+        let l2 = crate::cache::l2::L2::new(
+            &super::RedisTarget::single("redis://127.0.0.1:1/"),
+            crate::cache::l2::L2Settings {
+                namespace: "product-api".into(),
+                ttl: std::time::Duration::from_secs(1),
+                timeout: std::time::Duration::from_millis(50),
+                lock_ttl: std::time::Duration::from_secs(1),
+            },
+        )
+        .unwrap();
+        let cursors = CursorKey::new(b"a cursor secret for this test only");
+        for (query, shared) in [("sort=price&take=20", 0), ("category=a%7Bb%7Dc&take=5", 7)] {
+            let listing = parse_listing(Some(query), &cursors).unwrap();
+            let key = CacheKey::for_listing(&listing, Generation { shared, local: 0 });
+            let (page, lock) = (l2.page_key(&key), l2.lock_key(&key));
+            assert_eq!(
+                Slot::for_key(&page),
+                Slot::for_key(&lock),
+                "{page} / {lock}"
             );
         }
     }

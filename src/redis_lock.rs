@@ -23,7 +23,7 @@ pub enum Lock {
 /// The command that takes `key` for `ttl`, and the owner value it carries.
 #[must_use]
 pub fn acquire(key: &str, ttl: Duration) -> (redis::Cmd, String) {
-    let owner = hex::encode(rand::random::<[u8; 16]>());
+    let owner = new_owner();
     let mut command = redis::cmd("SET");
     command
         .arg(key)
@@ -32,6 +32,12 @@ pub fn acquire(key: &str, ttl: Duration) -> (redis::Cmd, String) {
         .arg("PX")
         .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
     (command, owner)
+}
+
+/// A random owner value for a lock.
+#[must_use]
+pub fn new_owner() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 /// Reads the reply of [`acquire`]'s command: `SET … NX` answers `OK` or nil (`None` here:

@@ -75,13 +75,58 @@ impl L2 {
         .await;
     }
 
-    /// Takes the fill lock of `key` (see `redis_lock`).
-    pub async fn lock(&self, key: &CacheKey) -> Lock {
-        let (command, owner) = redis_lock::acquire(&self.lock_key(key), self.settings.lock_ttl);
-        let reply = self
-            .call(|mut c| async move { command.query_async::<Option<String>>(&mut c).await })
+    /// A miss's first step in one round trip: the page if another instance stored it, else the
+    /// fill lock taken (or found busy). One script instead of a `GET` then a `SET NX`: the miss
+    /// path is round-trip bound (`flamegraphs/database.svg`). Both keys carry the same hash tag,
+    /// so the script runs on one Redis Cluster node.
+    pub async fn get_or_lock(&self, key: &CacheKey) -> Lookup {
+        let page_key = self.page_key(key);
+        let lock_key = self.lock_key(key);
+        let owner = redis_lock::new_owner();
+        let ttl_ms = u64::try_from(self.settings.lock_ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let token = owner.clone();
+        let reply: Option<(u8, Vec<u8>)> = self
+            .call(|mut c| async move {
+                get_or_lock_script()
+                    .key(page_key)
+                    .key(lock_key)
+                    .arg(token)
+                    .arg(ttl_ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
             .await;
-        redis_lock::outcome(owner, reply)
+        match reply {
+            Some((GOT_PAGE, bytes)) => match CachedPage::decode(Bytes::from(bytes)) {
+                Some(page) => Lookup::Page(page),
+                None => Lookup::Lock(Lock::Unavailable),
+            },
+            Some((TOOK_LOCK, _)) => Lookup::Lock(Lock::Held(owner)),
+            Some(_) => Lookup::Lock(Lock::Busy),
+            None => Lookup::Lock(Lock::Unavailable),
+        }
+    }
+
+    /// A fill's last step in one round trip: stores the page and releases the fill lock if this
+    /// filler still holds it (compare-and-delete, as `redis_lock`).
+    pub async fn set_and_unlock(&self, key: &CacheKey, page: &CachedPage, token: String) {
+        let page_key = self.page_key(key);
+        let lock_key = self.lock_key(key);
+        let value = page.encode();
+        let ttl = self.settings.ttl.as_secs().max(1);
+        self.call(|mut c| async move {
+            set_and_unlock_script()
+                .key(page_key)
+                .key(lock_key)
+                .arg(value.as_ref())
+                .arg(ttl)
+                .arg(token)
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await;
     }
 
     pub async fn unlock(&self, key: &CacheKey, token: String) {
@@ -220,18 +265,78 @@ impl L2 {
         format!("{}:invalidate", self.settings.namespace)
     }
 
-    fn page_key(&self, key: &CacheKey) -> String {
+    /// `<ns>:page:<generation>:{<tag>}:<key>`: the tag (see [`slot_tag`]) puts a page and its
+    /// fill lock in one Redis Cluster slot, for the two-key scripts of the miss path.
+    pub(crate) fn page_key(&self, key: &CacheKey) -> String {
         format!(
-            "{}:page:{}:{}",
+            "{}:page:{}:{{{}}}:{}",
             self.settings.namespace,
             key.generation().shared,
+            slot_tag(key.as_str()),
             key.as_str()
         )
     }
 
-    fn lock_key(&self, key: &CacheKey) -> String {
-        format!("{}:lock:{}", self.settings.namespace, key.as_str())
+    /// `<ns>:lock:{<tag>}:<key>`, in the slot of the key's pages.
+    pub(crate) fn lock_key(&self, key: &CacheKey) -> String {
+        format!(
+            "{}:lock:{{{}}}:{}",
+            self.settings.namespace,
+            slot_tag(key.as_str()),
+            key.as_str()
+        )
     }
+}
+
+/// What [`L2::get_or_lock`] found.
+pub enum Lookup {
+    /// Another instance had stored the page.
+    Page(CachedPage),
+    /// No page: the fill lock's outcome.
+    Lock(Lock),
+}
+
+/// A hash tag for a cache key: 16 hex digits of its SHA-256, so the tag never contains a brace
+/// whatever the key holds (a cache key embeds client values).
+fn slot_tag(key: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(&sha2::Sha256::digest(key.as_bytes())[..8])
+}
+
+const GOT_PAGE: u8 = 1;
+const TOOK_LOCK: u8 = 2;
+
+/// `KEYS[1]` the page, `KEYS[2]` its fill lock (one hash tag); `ARGV[1]` the owner token,
+/// `ARGV[2]` the lock's TTL in ms. Returns `{1, page}`, `{2, ''}` (lock taken) or `{3, ''}` (busy):
+/// always two elements, so the reply has one type.
+pub(crate) const GET_OR_LOCK: &str = r"
+local page = redis.call('GET', KEYS[1])
+if page then
+    return {1, page}
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    return {2, ''}
+end
+return {3, ''}";
+
+/// `KEYS[1]` the page, `KEYS[2]` its fill lock (one hash tag); `ARGV[1]` the page, `ARGV[2]` its
+/// TTL in seconds, `ARGV[3]` the owner token: stores the page, then deletes the lock if it still
+/// holds the token.
+pub(crate) const SET_AND_UNLOCK: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[3] then
+    redis.call('DEL', KEYS[2])
+end
+return 1";
+
+fn get_or_lock_script() -> &'static redis::Script {
+    static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(GET_OR_LOCK))
+}
+
+fn set_and_unlock_script() -> &'static redis::Script {
+    static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(SET_AND_UNLOCK))
 }
 
 /// Sets `KEYS[1]` to `ARGV[1] + 1` if it holds less than `ARGV[1]` (or nothing); returns

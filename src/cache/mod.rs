@@ -22,7 +22,7 @@ use crate::redis_lock::Lock;
 use crate::store::StoreError;
 pub use key::{CacheKey, Generation};
 use l1::L1;
-use l2::{Invalidation, L2};
+use l2::{Invalidation, Lookup, L2};
 
 /// A finished listing response, as cached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -318,21 +318,23 @@ impl ResponseCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<CachedPage, StoreError>>,
     {
-        if let Some(page) = self.l2.get(key).await {
-            return Ok((page, CacheStatus::HitL2));
-        }
-        let lock = self.l2.lock(key).await;
+        // Two round trips on a miss: the page or the lock, then the page stored and the lock
+        // released together.
+        let lock = match self.l2.get_or_lock(key).await {
+            Lookup::Page(page) => return Ok((page, CacheStatus::HitL2)),
+            Lookup::Lock(lock) => lock,
+        };
         if matches!(lock, Lock::Busy) {
             if let Some(page) = self.wait_for_fill(key).await {
                 return Ok((page, CacheStatus::HitL2));
             }
         }
         let page = load().await;
-        if let Ok(page) = &page {
-            self.l2.set(key, page).await;
-        }
-        if let Lock::Held(token) = lock {
-            self.l2.unlock(key, token).await;
+        match (&page, lock) {
+            (Ok(page), Lock::Held(token)) => self.l2.set_and_unlock(key, page, token).await,
+            (Ok(page), _) => self.l2.set(key, page).await,
+            (Err(_), Lock::Held(token)) => self.l2.unlock(key, token).await,
+            (Err(_), _) => {}
         }
         Ok((page?, CacheStatus::Miss))
     }
