@@ -258,6 +258,27 @@ FLUSH PRIVILEGES;
 EOF
 }
 
+# Waits until a mariadbd just started answers: wait_mariadbd_started PID LOG NAME TIMEOUT PING...
+# (PING... is the command that succeeds once it answers). Dies with the log's tail when the
+# process exits first or TIMEOUT seconds pass (killing it then).
+wait_mariadbd_started() {
+    local pid="$1" log="$2" name="$3" timeout="$4" waited=0
+    shift 4
+    until "$@"; do
+        if ! alive "$pid"; then
+            tail -n 40 "$log" >&2 || true
+            die "$name (mariadbd) exited during start-up (log: $log)"
+        fi
+        if ((waited >= timeout * 2)); then
+            tail -n 40 "$log" >&2 || true
+            kill "$pid" 2>/dev/null || true
+            die "$name did not answer within ${timeout}s (log: $log)"
+        fi
+        sleep 0.5
+        waited=$((waited + 1))
+    done
+}
+
 # Start MariaDB on 127.0.0.1:$DB_PORT unless ours is already running.
 # Sets MARIADB_WAS_RUNNING=1 when it was, 0 when this call started it.
 start_mariadb() {
@@ -299,20 +320,7 @@ _start_mariadb() {
     nohup setsid mariadbd --defaults-file="$MARIADB_CNF" --user="$(id -un)" \
         </dev/null >>"$MARIADB_LOG" 2>&1 9>&- &
     pid=$!
-
-    until mariadb_ping; do
-        if ! alive "$pid"; then
-            tail -n 40 "$MARIADB_LOG" >&2 || true
-            die "mariadbd exited during start-up (log: $MARIADB_LOG)"
-        fi
-        if ((waited >= timeout * 2)); then
-            tail -n 40 "$MARIADB_LOG" >&2 || true
-            kill "$pid" 2>/dev/null || true
-            die "MariaDB did not answer within ${timeout}s (log: $MARIADB_LOG)"
-        fi
-        sleep 0.5
-        waited=$((waited + 1))
-    done
+    wait_mariadbd_started "$pid" "$MARIADB_LOG" MariaDB "$timeout" mariadb_ping
     provision_mariadb
     log "MariaDB ready (pid $(live_pid "$MARIADB_PID" mariadbd || echo "$pid"))"
 }
@@ -630,7 +638,7 @@ CNF
 
 # Starts one node from its cnf (datadir initialised first when new); waits until it answers.
 start_repl_node() {
-    local node="$1" pid waited=0 timeout=60 log
+    local node="$1" pid timeout=60 log
     log="$(repl_path "$node" .log)"
     if [[ ! -d "$(repl_path "$node" "")/mysql" ]]; then
         log "initialising MariaDB datadir $(repl_path "$node" "")"
@@ -649,19 +657,7 @@ start_repl_node() {
     nohup setsid mariadbd --defaults-file="$(repl_path "$node" .cnf)" --user="$(id -un)" \
         </dev/null >>"$log" 2>&1 9>&- &
     pid=$!
-    until repl_ping "$node"; do
-        if ! alive "$pid"; then
-            tail -n 40 "$log" >&2 || true
-            die "mariadbd ($node) exited during start-up (log: $log)"
-        fi
-        if ((waited >= timeout * 2)); then
-            tail -n 40 "$log" >&2 || true
-            kill "$pid" 2>/dev/null || true
-            die "MariaDB ($node) did not answer within ${timeout}s (log: $log)"
-        fi
-        sleep 0.5
-        waited=$((waited + 1))
-    done
+    wait_mariadbd_started "$pid" "$log" "MariaDB $node" "$timeout" repl_ping "$node"
 }
 
 # Start the pair unless both are running; (re)configure replication on a new pair and make sure
