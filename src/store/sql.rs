@@ -272,11 +272,16 @@ fn build_band_walk_sql(shape: Shape) -> String {
 
 /// A plain statement: one index (named) or FULLTEXT, the filters, the keyset, `take + 1` rows.
 fn build_sql(shape: Shape) -> String {
+    build_sql_on(shape, index_of(shape))
+}
+
+/// [`build_sql`] with `index` named in `FORCE INDEX` (none for a search: FULLTEXT chooses).
+fn build_sql_on(shape: Shape, index: &str) -> String {
     let (key, _, direction) = order_of(shape);
     let mut sql = format!("SELECT {COLUMNS} FROM products");
     if !shape.search {
         sql.push_str(" FORCE INDEX (");
-        sql.push_str(index_of(shape));
+        sql.push_str(index);
         sql.push(')');
     }
     sql.push_str(" WHERE 1 = 1");
@@ -343,19 +348,13 @@ fn build_band_range_sql(shape: Shape) -> String {
         sort: Sort::PriceAsc,
         ..shape
     });
-    build_sql(shape).replacen(index_of(shape), price_index, 1)
+    build_sql_on(shape, price_index)
 }
 
 /// Parameters of [`build_band_probe_sql`]: the filters and the cap.
 fn band_probe_parameters(query: &ListingQuery) -> Vec<Value> {
-    let filters = &query.filters;
     let mut params = Vec::with_capacity(4);
-    if let Some(category) = &filters.category {
-        params.push(Value::Bytes(category.as_bytes().to_vec()));
-    }
-    for price in [filters.min_price, filters.max_price].into_iter().flatten() {
-        params.push(Value::Bytes(price.to_decimal_string().into_bytes()));
-    }
+    push_filter_values(&mut params, query);
     params.push(Value::UInt(band_range_max(query.take) + 1));
     params
 }
@@ -495,8 +494,16 @@ fn push_position(params: &mut Vec<Value>, query: &ListingQuery) {
 
 /// Parameters in the order [`build_sql`] places the placeholders.
 fn parameters(query: &ListingQuery) -> Vec<Value> {
-    let filters = &query.filters;
     let mut params = Vec::with_capacity(8);
+    push_filter_values(&mut params, query);
+    push_position(&mut params, query);
+    params.push(Value::UInt(u64::from(query.take) + 1));
+    params
+}
+
+/// The values of [`push_filters`]' conditions, in its order.
+fn push_filter_values(params: &mut Vec<Value>, query: &ListingQuery) {
+    let filters = &query.filters;
     if let Some(category) = &filters.category {
         params.push(Value::Bytes(category.as_bytes().to_vec()));
     }
@@ -506,9 +513,6 @@ fn parameters(query: &ListingQuery) -> Vec<Value> {
     for price in [filters.min_price, filters.max_price].into_iter().flatten() {
         params.push(Value::Bytes(price.to_decimal_string().into_bytes()));
     }
-    push_position(&mut params, query);
-    params.push(Value::UInt(u64::from(query.take) + 1));
-    params
 }
 
 /// A MySQL `DATETIME` value (binary protocol) as a timestamp; `None` for any other value.
