@@ -250,8 +250,10 @@ const RARE_EVERY: u64 = 2_003;
 
 const SEED: u64 = 0x005E_ED0F_CA7A_1096;
 /// 2023-01-01T00:00:00Z in microseconds: the start of the three years rows are spread over.
-const CREATED_FROM: i64 = 1_672_531_200_000_000;
-const THREE_YEARS_MICROS: i64 = 3 * 365 * 86_400 * 1_000_000;
+pub const CREATED_FROM: i64 = 1_672_531_200_000_000;
+pub const THREE_YEARS_MICROS: i64 = 3 * 365 * 86_400 * 1_000_000;
+/// Seeded prices, in cents: $0.50 to $5,000.
+pub const PRICE_CENTS: std::ops::RangeInclusive<i64> = 50..=500_000;
 
 /// One generated product row, before MySQL gives it an id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,7 +301,7 @@ pub fn product(index: u64) -> SeedProduct {
     SeedProduct {
         name,
         description,
-        price: Price(rng.random_range(50..=500_000)),
+        price: Price(rng.random_range(PRICE_CENTS)),
         category: CATEGORIES[rng.random_range(0..CATEGORIES.len())],
         created_at: Timestamp(created_at),
         updated_at: Timestamp(updated_at),
@@ -395,7 +397,7 @@ mod tests {
     fn rows_respect_the_listing_rules() {
         for index in 0..5_000 {
             let row = product(index);
-            assert!((50..=500_000).contains(&row.price.0), "{row:?}");
+            assert!(PRICE_CENTS.contains(&row.price.0), "{row:?}");
             assert!(row.name.len() <= 255 && !row.name.is_empty());
             assert!(row.updated_at >= row.created_at);
             assert!(row.created_at.0 >= CREATED_FROM);

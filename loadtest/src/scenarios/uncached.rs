@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use goose::prelude::*;
 use product_api::domain::{Position, Sort};
 use product_api::request::cursor::CursorKey;
+use product_api::seed::{CREATED_FROM, PRICE_CENTS, THREE_YEARS_MICROS};
 
 use super::search::{COMMON_WORDS, RARE_WORDS};
 use super::{Pace, RunDefaults};
@@ -25,11 +26,8 @@ pub const DEFAULTS: RunDefaults = RunDefaults {
 };
 
 const TAKE: usize = 20;
-/// The seed's ranges (`src/seed.rs`): `created_at` over three years from 2023-01-01,
-/// prices from $0.50 to $5,000, ids from 1 to about the row count (1M).
-const CREATED_FROM_MICROS: i64 = 1_672_531_200_000_000;
-const THREE_YEARS_MICROS: i64 = 3 * 365 * 86_400 * 1_000_000;
-const PRICE_CENTS: std::ops::RangeInclusive<i64> = 50..=500_000;
+/// Ids from 1 to about the seeded row count (1M); the other ranges are the seed's own
+/// (`product_api::seed`).
 const IDS: std::ops::RangeInclusive<u64> = 1..=1_000_000;
 
 static CURSOR_KEY: OnceLock<CursorKey> = OnceLock::new();
@@ -144,7 +142,7 @@ fn random_cursor(listing: &Listing<'_>) -> Result<String, Box<TransactionError>>
     let key_value = if sort == Sort::PriceAsc || sort == Sort::PriceDesc {
         rand::random_range(PRICE_CENTS)
     } else {
-        CREATED_FROM_MICROS + rand::random_range(0..THREE_YEARS_MICROS)
+        CREATED_FROM + rand::random_range(0..THREE_YEARS_MICROS)
     };
     let position = Position {
         key: key_value,
