@@ -220,7 +220,7 @@ innodb_flush_log_at_trx_commit = 2
 innodb_ft_min_token_size       = 3
 # A page is ~21 primary-key lookups through a secondary index: the adaptive hash index turns
 # their B-tree descents into hash lookups. Off by default in MariaDB 10.6+ and MySQL 8.4;
-# measured here (loadtest uncached, 32 users): +8 % throughput (perf/RESULTS.md).
+# measured here (perf/ab uncached, 32 users): +8–10 % throughput (perf/RESULTS.md).
 innodb_adaptive_hash_index     = ON
 
 [client]
