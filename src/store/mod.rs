@@ -39,6 +39,35 @@ const SPARSE_SEARCHES_KEPT: u64 = 10_000;
 /// the category and the price bounds; not the sort or the position).
 fn sparse_search_key(query: &ListingQuery) -> String {
     let filters = &query.filters;
+    search_key_of(
+        filters,
+        filters.category.as_deref(),
+        filters.min_price,
+        filters.max_price,
+    )
+}
+
+/// For a search with a category or price bound: the key of the same words without them.
+///
+/// Words that came up short with no filter also go to FULLTEXT under any filter: FULLTEXT
+/// gathers every match of the words before filtering, so it costs the same with or without a
+/// category, and that cost was judged worth paying when the unfiltered search came up short.
+/// Without this, each (words, category) pair of a rare word paid a whole window walk before it
+/// was remembered: 7 rare words × 24 categories made "rare word + category" the slowest shape of
+/// `loadtest uncached-search` (perf/RESULTS.md).
+fn unfiltered_search_key(query: &ListingQuery) -> Option<String> {
+    let filters = &query.filters;
+    let filtered =
+        filters.category.is_some() || filters.min_price.is_some() || filters.max_price.is_some();
+    filtered.then(|| search_key_of(filters, None, None, None))
+}
+
+fn search_key_of(
+    filters: &crate::domain::Filters,
+    category: Option<&str>,
+    min_price: Option<Price>,
+    max_price: Option<Price>,
+) -> String {
     let words = filters
         .search
         .as_ref()
@@ -47,9 +76,9 @@ fn sparse_search_key(query: &ListingQuery) -> String {
     let price = |bound: Option<Price>| bound.map(|price| price.0.to_string()).unwrap_or_default();
     format!(
         "{}\n{words}\n{}\n{}",
-        filters.category.as_deref().unwrap_or(""),
-        price(filters.min_price),
-        price(filters.max_price)
+        category.unwrap_or(""),
+        price(min_price),
+        price(max_price)
     )
 }
 
@@ -363,7 +392,7 @@ impl Store {
         query: &ListingQuery,
     ) -> Result<Walked, StoreError> {
         let sparse_key = sparse_search_key(query);
-        if self.sparse_searches.contains_key(&sparse_key) {
+        if self.is_known_sparse(&sparse_key, query) {
             return Ok(Walked::KnownSparse);
         }
         let (sql, params) = &window.bound;
@@ -380,6 +409,13 @@ impl Store {
         }
         self.sparse_searches.insert(sparse_key, ()).await;
         Ok(Walked::ShortOfAPage)
+    }
+
+    /// Whether this search, or its words without filters, came up short recently.
+    fn is_known_sparse(&self, sparse_key: &str, query: &ListingQuery) -> bool {
+        self.sparse_searches.contains_key(sparse_key)
+            || unfiltered_search_key(query)
+                .is_some_and(|key| self.sparse_searches.contains_key(&key))
     }
 
     /// `SELECT 1` within the deadline, for readiness.
@@ -577,5 +613,23 @@ mod tests {
             plain,
             sparse_search_key(&search(Some(Price(100)), Sort::CreatedAtDesc, None))
         );
+    }
+
+    /// A filtered search is also looked up under its words alone, the key an unfiltered search
+    /// of the same words is remembered under; an unfiltered search has only its own key.
+    #[test]
+    fn a_filtered_search_is_also_looked_up_by_its_words_alone() {
+        let mut unfiltered = search(None, Sort::CreatedAtDesc, None);
+        unfiltered.filters.category = None;
+        for filtered in [
+            search(None, Sort::PriceAsc, None),
+            search(Some(Price(100)), Sort::CreatedAtDesc, None),
+        ] {
+            assert_eq!(
+                unfiltered_search_key(&filtered),
+                Some(sparse_search_key(&unfiltered))
+            );
+        }
+        assert_eq!(unfiltered_search_key(&unfiltered), None);
     }
 }

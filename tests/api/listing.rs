@@ -274,6 +274,36 @@ async fn a_common_word_is_served_by_the_index_walk_and_a_rare_word_by_fulltext()
     let again = app.get("/products/v1?search=zephyrine&take=5").await;
     assert_eq!(again.status, 200);
     assert_eq!((fulltext_pages(), sparse_pages()), (1, 1));
+    // With a category, and with a price bound: the words alone came up short, so these go to
+    // FULLTEXT without a walk of their own, and list exactly the matches the filters keep.
+    let window_pages = || app.app.store().pages_by_plan(PlanTaken::SearchWindow);
+    let walks_before = window_pages();
+    let unfiltered = again.json()["data"].as_array().unwrap().clone();
+    let category = unfiltered[0]["category"].as_str().unwrap().to_owned();
+    let in_category = app
+        .get(&format!(
+            "/products/v1?search=zephyrine&category={category}"
+        ))
+        .await;
+    assert_eq!(in_category.status, 200);
+    let all = app.get("/products/v1?search=zephyrine&take=100").await;
+    let expected: Vec<_> = all.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|product| product["category"] == category.as_str())
+        .cloned()
+        .collect();
+    assert_eq!(in_category.json()["data"].as_array().unwrap(), &expected);
+    let priced = app
+        .get("/products/v1?search=zephyrine&min_price=0.01")
+        .await;
+    assert_eq!(priced.status, 200);
+    assert_eq!(
+        (window_pages(), fulltext_pages(), sparse_pages()),
+        (walks_before, 1, 4),
+        "filtered searches of sparse words skip the walk"
+    );
 
     // A walk of every page of a common word (~5 %): at its end the window reaches the end of
     // the order, and that short last page is conclusive too (no FULLTEXT).
@@ -281,7 +311,7 @@ async fn a_common_word_is_served_by_the_index_walk_and_a_rare_word_by_fulltext()
     assert!(walked.len() > 300, "{} rows", walked.len());
     assert_eq!(
         (fulltext_pages(), sparse_pages()),
-        (1, 1),
+        (1, 4),
         "every page of a common word, the last one included, came from the walk"
     );
     app.stop().await;
