@@ -53,7 +53,7 @@ fn sparse_search_key(query: &ListingQuery) -> String {
 /// gathers every match of the words before filtering, so it costs the same with or without a
 /// category, and that cost was judged worth paying when the unfiltered search came up short.
 /// Without this, each (words, category) pair of a rare word paid a whole window walk before it
-/// was remembered: 7 rare words × 24 categories made "rare word + category" the slowest shape of
+/// was remembered: 7 rare words × 24 categories made "rare word + category" often the slowest shape of
 /// `loadtest uncached-search` (perf/RESULTS.md).
 fn unfiltered_search_key(query: &ListingQuery) -> Option<String> {
     let filters = &query.filters;
