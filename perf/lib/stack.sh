@@ -107,3 +107,9 @@ stop_server() {
     server_pid=""
 }
 
+# The value of key=… in a loadtest summary line (tab-separated key=value fields; "-" when
+# missing).
+field() {
+    local key="$1" line="$2"
+    tr '\t' '\n' <<<"$line" | awk -F= -v key="$key" '$1 == key { print substr($0, length(key) + 2); found = 1 } END { if (!found) print "-" }'
+}
