@@ -7,7 +7,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Method;
-use product_api::cache::{CacheKey, Generation};
+use product_api::cache::generation::Generations;
+use product_api::cache::CacheKey;
 use product_api::domain::{Page, Position, Price, Sort, Timestamp};
 use product_api::request::cursor::{CursorKey, Fingerprint};
 use product_api::request::parse_listing;
@@ -88,7 +89,12 @@ fn request_stages(c: &mut Criterion) {
         b.iter(|| key.decode(black_box(&cursor), Sort::PriceDesc, fingerprint));
     });
     c.bench_function("cache_key", |b| {
-        b.iter(|| CacheKey::for_listing(black_box(&listing), Generation::default()));
+        let generations = Generations::default();
+        b.iter(|| {
+            let listing = black_box(&listing);
+            let generation = generations.of_listing(listing.query.filters.category.as_deref());
+            CacheKey::for_listing(listing, generation)
+        });
     });
 }
 

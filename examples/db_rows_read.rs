@@ -127,8 +127,9 @@ fn shapes() -> Vec<Shape> {
         });
     }
     // Price bands in date order (issue 5's `filter` scenario): the plan depends on the band's
-    // size, so a narrow one ($10 of $5,000) and a wide one ($500), alone and with a category.
-    for (low, high) in [(100, 110), (1_000, 1_500)] {
+    // size, so a narrow one ($10 of $5,000), a middle one ($100: read whole in a category of
+    // ~42k rows, walked in all 1M) and a wide one ($500), alone and with a category.
+    for (low, high) in [(100, 110), (1_000, 1_100), (1_000, 1_500)] {
         for category in [None, Some("tops")] {
             let in_category = category.map_or(String::new(), |c| format!("category = '{c}' AND "));
             shapes.push(Shape {

@@ -176,9 +176,7 @@ impl Config {
             l1_capacity_bytes: env.parse("L1_CAPACITY_BYTES", 64 * 1024 * 1024)?,
             l1_ttl: env.millis("L1_TTL_MS", 5_000)?,
             l2: L2Settings {
-                namespace: env
-                    .text("CACHE_NAMESPACE")
-                    .unwrap_or_else(|| "product-api".into()),
+                namespace: namespace(&env)?,
                 ttl: Duration::from_secs(env.parse("L2_TTL_SECONDS", 60)?),
                 timeout: env.millis("REDIS_TIMEOUT_MS", 100)?,
                 lock_ttl: env.millis("FILL_LOCK_TTL_MS", 3_000)?,
@@ -203,6 +201,22 @@ impl Config {
                 .map_err(|reason: String| invalid("LOG_FORMAT", reason))?,
         })
     }
+}
+
+/// `CACHE_NAMESPACE`, the prefix of every Redis key. Braces are refused: Redis Cluster hashes
+/// the first `{…}` of a key, and keys that must share a slot (the generation and its categories'
+/// hash) are built with the namespace inside a hash tag.
+fn namespace(env: &Env<'_>) -> Result<String, ConfigError> {
+    let namespace = env
+        .text("CACHE_NAMESPACE")
+        .unwrap_or_else(|| "product-api".into());
+    if namespace.contains(['{', '}']) {
+        return Err(invalid(
+            "CACHE_NAMESPACE",
+            "must not contain `{` or `}`".into(),
+        ));
+    }
+    Ok(namespace)
 }
 
 /// `REUSE_PORT`: `1`/`true` or `0`/`false` (the default); refused off Linux, where
@@ -242,9 +256,7 @@ fn upstream(env: &Env<'_>) -> Result<Option<UpstreamConfig>, ConfigError> {
         deadline: env.millis("UPSTREAM_DEADLINE_MS", 10_000)?,
         ..RetrySettings::default()
     };
-    let namespace = env
-        .text("CACHE_NAMESPACE")
-        .unwrap_or_else(|| "product-api".into());
+    let namespace = namespace(env)?;
     let mut token = TokenSettings::new(
         url("OAUTH_TOKEN_URL", &required("OAUTH_TOKEN_URL")?)?,
         required("OAUTH_CLIENT_ID")?,
@@ -552,7 +564,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_setting() {
-        let cases: [(&[(&str, &str)], &str); 14] = [
+        let cases: [(&[(&str, &str)], &str); 15] = [
             (
                 &[("DATABASE_URL", "mysql://x/y"), ("REUSE_PORT", "yes")],
                 "REUSE_PORT",
@@ -594,6 +606,10 @@ mod tests {
             (
                 &[("DATABASE_URL", "mysql://x/y"), ("L1_TTL_MS", "-5")],
                 "L1_TTL_MS",
+            ),
+            (
+                &[("DATABASE_URL", "mysql://x/y"), ("CACHE_NAMESPACE", "a{b}")],
+                "CACHE_NAMESPACE",
             ),
             (
                 &[

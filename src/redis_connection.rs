@@ -392,7 +392,7 @@ mod cluster_slots {
 
     use redis::cluster_routing::Slot;
 
-    use crate::cache::l2::{GET_OR_LOCK, RAISE_GENERATION, SET_AND_UNLOCK};
+    use crate::cache::l2::{BUMP_GENERATION, CATCH_UP_GENERATION, GET_OR_LOCK, SET_AND_UNLOCK};
     use crate::limit::shared::{quota_key, GCRA};
     use crate::redis_lock::DELETE_IF_EQUAL;
     use crate::upstream::token::READ_TOKEN;
@@ -424,7 +424,6 @@ mod cluster_slots {
             ("GCRA", GCRA),
             ("READ_TOKEN", READ_TOKEN),
             ("DELETE_IF_EQUAL", DELETE_IF_EQUAL),
-            ("RAISE_GENERATION", RAISE_GENERATION),
         ] {
             assert_eq!(
                 keys_of(source),
@@ -432,8 +431,14 @@ mod cluster_slots {
                 "{name}: a script with more keys needs them under one hash tag, and a test here"
             );
         }
-        // The miss path's two scripts take a page and its fill lock: one slot, tested below.
-        for source in [GET_OR_LOCK, SET_AND_UNLOCK] {
+        // The miss path's two scripts take a page and its fill lock, the generation's two take
+        // the generation and its categories' hash: one slot each, tested below.
+        for source in [
+            GET_OR_LOCK,
+            SET_AND_UNLOCK,
+            BUMP_GENERATION,
+            CATCH_UP_GENERATION,
+        ] {
             assert_eq!(keys_of(source), BTreeSet::from(["1", "2"]));
         }
     }
@@ -461,6 +466,27 @@ mod cluster_slots {
                 Slot::for_key(&page),
                 Slot::for_key(&lock),
                 "{page} / {lock}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_generation_and_its_categories_share_a_slot() {
+        for namespace in ["product-api", "staging:eu", "x"] {
+            let l2 = crate::cache::l2::L2::new(
+                &super::RedisTarget::single("redis://127.0.0.1:1/"),
+                crate::cache::l2::L2Settings {
+                    namespace: namespace.into(),
+                    ttl: std::time::Duration::from_secs(1),
+                    timeout: std::time::Duration::from_millis(50),
+                    lock_ttl: std::time::Duration::from_secs(1),
+                },
+            )
+            .unwrap();
+            assert_eq!(
+                Slot::for_key(l2.generation_key()),
+                Slot::for_key(l2.categories_key()),
+                "{namespace}"
             );
         }
     }

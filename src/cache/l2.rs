@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use redis::AsyncCommands;
 
+use super::generation::{Scope, SharedState};
 use super::{key::CacheKey, CachedPage};
 use crate::redis_connection::{Notice, OpenError, Redis, RedisConnection, RedisTarget, Timeouts};
 use crate::redis_lock::{self, Lock};
@@ -174,20 +175,32 @@ impl L2 {
             .await
     }
 
-    /// Moves the deployment to a new generation and tells every instance; `None` when Redis
-    /// did not answer.
-    pub async fn bump_generation(&self) -> Option<u64> {
-        let generation_key = self.generation_key();
+    /// Moves the deployment to a new generation for a change of `scope` and tells every
+    /// instance; the state after it, or `None` when Redis did not answer. `seen` is the highest
+    /// generation this instance has seen: if Redis lost the generation, the new one is above it
+    /// (see [`Self::catch_up_generation`]).
+    pub async fn bump_generation(&self, scope: Scope, seen: u64) -> Option<SharedState> {
+        let (generation_key, categories_key) = (self.generation_key(), self.categories_key());
         let channel = self.invalidation_channel();
         self.call(|mut c| async move {
-            let generation: u64 = c.incr(&generation_key, 1).await?;
+            let mut script = bump_generation().key(&generation_key);
+            script.key(&categories_key).arg(seen);
+            if scope.is_everything() {
+                script.arg("*");
+            } else {
+                script.arg("");
+                for bucket in scope.buckets() {
+                    script.arg(bucket.index());
+                }
+            }
+            let (generation, fields): (u64, Vec<String>) = script.invoke_async(&mut c).await?;
             c.publish::<_, _, ()>(&channel, generation).await?;
-            Ok(generation)
+            Ok(shared_state(generation, &fields))
         })
         .await
     }
 
-    /// The deployment's current generation; if Redis holds less than `seen` (the highest this
+    /// The deployment's generations; if Redis holds a generation below `seen` (the highest this
     /// instance has seen), first moves it past `seen`. `None` when Redis did not answer.
     ///
     /// Redis holding less means it lost the key (restarted without persistence, flushed, a
@@ -195,20 +208,24 @@ impl L2 {
     /// others already passed, and the others, whose generation never goes down, would go on
     /// reading L2 pages filled before later changes. A change may also have been counted only
     /// in the lost key, so the new value is above every one seen before (`seen + 1`: all
-    /// instances move to fresh keys), and it is published. One key: cluster-safe.
-    pub async fn catch_up_generation(&self, seen: u64) -> Option<u64> {
-        let generation_key = self.generation_key();
+    /// instances move to fresh keys), and it is published. The same holds for the categories'
+    /// hash: when it does not describe the current generation (lost, or the generation moved by
+    /// an instance of a version without it), every category moves to the current generation.
+    /// Both keys share a hash tag: cluster-safe.
+    pub async fn catch_up_generation(&self, seen: u64) -> Option<SharedState> {
+        let (generation_key, categories_key) = (self.generation_key(), self.categories_key());
         let channel = self.invalidation_channel();
         self.call(|mut c| async move {
-            let (generation, raised): (u64, bool) = raise_generation()
+            let (generation, raised, fields): (u64, bool, Vec<String>) = catch_up_generation()
                 .key(&generation_key)
+                .key(&categories_key)
                 .arg(seen)
                 .invoke_async(&mut c)
                 .await?;
             if raised {
                 c.publish::<_, _, ()>(&channel, generation).await?;
             }
-            Ok(generation)
+            Ok(shared_state(generation, &fields))
         })
         .await
     }
@@ -257,8 +274,15 @@ impl L2 {
         format!("{}:webhook:{event_id}", self.settings.namespace)
     }
 
-    fn generation_key(&self) -> String {
+    pub(crate) fn generation_key(&self) -> String {
         format!("{}:generation", self.settings.namespace)
+    }
+
+    /// `{<ns>:generation}:categories`: the generation key's name as hash tag, so both live in
+    /// one cluster slot (the namespace has no braces: `Config` refuses them) and are lost
+    /// together with their node.
+    pub(crate) fn categories_key(&self) -> String {
+        format!("{{{}:generation}}:categories", self.settings.namespace)
     }
 
     fn invalidation_channel(&self) -> String {
@@ -339,20 +363,75 @@ fn set_and_unlock_script() -> &'static redis::Script {
     SCRIPT.get_or_init(|| redis::Script::new(SET_AND_UNLOCK))
 }
 
-/// Sets `KEYS[1]` to `ARGV[1] + 1` if it holds less than `ARGV[1]` (or nothing); returns
-/// `{value after, 1 if raised}`.
-pub(crate) const RAISE_GENERATION: &str = r"
-local current = tonumber(redis.call('GET', KEYS[1])) or 0
+/// `KEYS[1]` the generation, `KEYS[2]` the categories' hash (one hash tag); `ARGV[1]` the
+/// highest generation the caller has seen, `ARGV[2]` `*` for a change of everything, else the
+/// changed buckets follow. Moves the generation past both the stored one and `ARGV[1]`; records
+/// it for each bucket, or as the hash's `floor` for everything, and always as `at`. A hash whose
+/// `at` is not the stored generation missed changes (it was lost, or an instance without
+/// categories moved the generation with `INCR`): it starts over with the new generation as
+/// floor. Returns `{generation, HGETALL of the hash}`.
+pub(crate) const BUMP_GENERATION: &str = r"
+local generation = tonumber(redis.call('GET', KEYS[1])) or 0
+local at = tonumber(redis.call('HGET', KEYS[2], 'at')) or 0
 local seen = tonumber(ARGV[1])
-if current < seen then
-    redis.call('SET', KEYS[1], string.format('%d', seen + 1))
-    return {seen + 1, 1}
+local known = at == generation and generation >= seen
+local new = string.format('%d', math.max(generation, at, seen) + 1)
+redis.call('SET', KEYS[1], new)
+if ARGV[2] == '*' or not known then
+    redis.call('DEL', KEYS[2])
+    redis.call('HSET', KEYS[2], 'floor', new)
+else
+    for i = 3, #ARGV do
+        redis.call('HSET', KEYS[2], ARGV[i], new)
+    end
 end
-return {current, 0}";
+redis.call('HSET', KEYS[2], 'at', new)
+return {tonumber(new), redis.call('HGETALL', KEYS[2])}";
 
-fn raise_generation() -> &'static redis::Script {
+/// `KEYS[1]` the generation, `KEYS[2]` the categories' hash (one hash tag); `ARGV[1]` the
+/// highest generation the caller has seen. A stored generation below it or below the hash's
+/// `at` was lost: it becomes one above both. A hash whose `at` is not the generation missed
+/// changes: it starts over with the generation as floor. Returns `{generation, 1 if raised,
+/// HGETALL of the hash}`.
+pub(crate) const CATCH_UP_GENERATION: &str = r"
+local generation = tonumber(redis.call('GET', KEYS[1])) or 0
+local at = tonumber(redis.call('HGET', KEYS[2], 'at')) or 0
+local seen = tonumber(ARGV[1])
+local raised = 0
+if generation < seen or generation < at then
+    generation = math.max(seen, at) + 1
+    redis.call('SET', KEYS[1], string.format('%d', generation))
+    raised = 1
+end
+if at ~= generation then
+    local value = string.format('%d', generation)
+    redis.call('DEL', KEYS[2])
+    redis.call('HSET', KEYS[2], 'floor', value, 'at', value)
+end
+return {generation, raised, redis.call('HGETALL', KEYS[2])}";
+
+fn bump_generation() -> &'static redis::Script {
     static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
-    SCRIPT.get_or_init(|| redis::Script::new(RAISE_GENERATION))
+    SCRIPT.get_or_init(|| redis::Script::new(BUMP_GENERATION))
+}
+
+fn catch_up_generation() -> &'static redis::Script {
+    static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(CATCH_UP_GENERATION))
+}
+
+/// The state in a script's reply: the generation and the hash's flat field/value list (values
+/// that are not numbers are skipped).
+fn shared_state(generation: u64, fields: &[String]) -> SharedState {
+    SharedState::from_fields(
+        generation,
+        fields.chunks_exact(2).filter_map(|pair| {
+            pair[1]
+                .parse::<u64>()
+                .ok()
+                .map(|value| (pair[0].as_str(), value))
+        }),
+    )
 }
 
 /// A live subscription to other instances' invalidations.

@@ -5,12 +5,13 @@
 //! load themselves only when the holder is too slow. Never talks to MySQL itself: the caller
 //! passes the load.
 
+pub mod generation;
 pub mod key;
 pub mod l1;
 pub mod l2;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -20,6 +21,8 @@ use tokio::sync::Notify;
 
 use crate::redis_lock::Lock;
 use crate::store::StoreError;
+pub use generation::Scope;
+use generation::{Generations, PendingScope, SharedState};
 pub use key::{CacheKey, Generation};
 use l1::L1;
 use l2::{Invalidation, Lookup, L2};
@@ -58,16 +61,16 @@ pub struct ResponseCache {
     l2: L2,
     /// How long a waiter waits for another instance's fill before loading itself.
     lock_wait: Duration,
-    /// The deployment-wide generation last seen (from Redis or its pub/sub channel).
-    shared_generation: AtomicU64,
-    /// Invalidations this instance has seen; retires L1 entries even when Redis is down.
-    local_generation: AtomicU64,
+    /// The generations last seen (from Redis or its pub/sub channel), per category.
+    generations: Generations,
     /// Called before this instance moves to a new generation (its own invalidation or another
     /// instance's): the store then reads listings from the primary for the replicas' lag bound,
     /// so no page of the new generation is filled from a replica that lacks the change.
     before_invalidation: Option<Box<dyn Fn() + Send + Sync>>,
     /// Webhook changes waiting for the next batched invalidation (see [`Self::invalidate_soon`]).
     invalidation_pending: AtomicBool,
+    /// What those changes touched.
+    pending_scope: PendingScope,
     /// Wakes the batcher ([`Self::spawn_invalidation_batcher`]) when the first change of a batch
     /// arrives.
     invalidation_requested: Arc<Notify>,
@@ -87,10 +90,10 @@ impl ResponseCache {
             l1,
             l2,
             lock_wait,
-            shared_generation: AtomicU64::new(0),
-            local_generation: AtomicU64::new(0),
+            generations: Generations::default(),
             before_invalidation: None,
             invalidation_pending: AtomicBool::new(false),
+            pending_scope: PendingScope::default(),
             invalidation_requested: Arc::new(Notify::new()),
             invalidation_batch: Duration::ZERO,
         }
@@ -118,49 +121,63 @@ impl ResponseCache {
         }
     }
 
-    /// The key of a listing under the current generation.
+    /// The key of a listing under its category's current generation.
     #[must_use]
     pub fn key_for(&self, listing: &crate::request::Listing) -> CacheKey {
-        CacheKey::for_listing(listing, self.generation())
+        let category = listing.query.filters.category.as_deref();
+        CacheKey::for_listing(listing, self.generations.of_listing(category))
     }
 
+    /// The deployment-wide generation (moved by every change) and the local count.
     #[must_use]
     pub fn generation(&self) -> Generation {
-        Generation {
-            shared: self.shared_generation.load(Ordering::Acquire),
-            local: self.local_generation.load(Ordering::Acquire),
-        }
+        self.generations.current()
     }
 
-    /// After a catalogue change: retire this instance's entries at once, then move every
-    /// instance (L1 via pub/sub, L2 via the generation in its keys) to a new generation.
+    /// After a change of everything (the catalogue sync): see [`Self::invalidate`].
     pub async fn invalidate_everywhere(&self) {
+        self.invalidate(Scope::EVERYTHING).await;
+    }
+
+    /// After a catalogue change of `scope`: moves every instance (L1 via pub/sub, L2 via the
+    /// generations in its keys) to new generations for the pages it may have altered. When Redis
+    /// does not answer, this instance's L1 entries all retire; the others see the change when
+    /// their entries expire.
+    ///
+    /// This instance's own pages move with Redis's reply (one round trip, bounded by
+    /// `REDIS_TIMEOUT_MS`), not before the call: the only thing it could move before is the local
+    /// count, which is shared by all categories and would retire every category's pages.
+    pub async fn invalidate(&self, scope: Scope) {
         self.notify_invalidation();
-        self.local_generation.fetch_add(1, Ordering::AcqRel);
-        if let Some(generation) = self.l2.bump_generation().await {
-            self.observe_shared_generation(generation);
+        let seen = self.generations.current().shared;
+        if let Some(state) = self.l2.bump_generation(scope, seen).await {
+            self.generations.apply(&state);
         } else {
+            self.generations.retire_local();
             tracing::warn!(
                 "redis unavailable: other instances see the change when their L1 entries expire"
             );
         }
     }
 
-    /// After a webhook's change: invalidates everywhere within `INVALIDATION_BATCH_MS`, once for
-    /// every change that arrives meanwhile. A generation retires every cached page of every
-    /// instance, so one per change empties the caches as often as deliveries arrive; batched, a
-    /// change is listed at most one batch later and the caches refill at most a few times a
-    /// second, however many deliveries arrive. Measured in issue 5's `mixed` (~3 changes a
-    /// second): the service's median went from 1.1 ms to 0.1 ms (perf/RESULTS.md). With a zero
-    /// batch this is [`Self::invalidate_everywhere`].
+    /// After a webhook's change of `scope`: invalidates everywhere within
+    /// `INVALIDATION_BATCH_MS`, once for every change that arrives meanwhile (the union of their
+    /// scopes). Each invalidation refills the pages it moves, so one per change refills them as
+    /// often as deliveries arrive; batched, a change is listed at most one batch later and the
+    /// caches refill at most a few times a second, however many deliveries arrive. Measured in
+    /// issue 5's `mixed` (~3 changes a second): the service's median went from 1.1 ms to 0.1 ms
+    /// (perf/RESULTS.md). With a zero batch this is [`Self::invalidate`].
     ///
-    /// Never misses a change: the flag is cleared before the batch's invalidation starts, so a
-    /// change that found it set is committed before that invalidation, and one that found it
-    /// clear starts the next batch.
-    pub async fn invalidate_soon(&self) {
+    /// Never misses a change: its scope is recorded before it looks at the flag, and the flag is
+    /// cleared before the batch's scope is taken, so a change that found it set is in that
+    /// batch's scope, and one that found it clear starts the next batch.
+    pub async fn invalidate_soon(&self, scope: Scope) {
         if self.invalidation_batch.is_zero() {
-            self.invalidate_everywhere().await;
-        } else if !self.invalidation_pending.swap(true, Ordering::AcqRel) {
+            self.invalidate(scope).await;
+            return;
+        }
+        self.pending_scope.add(scope);
+        if !self.invalidation_pending.swap(true, Ordering::SeqCst) {
             self.invalidation_requested.notify_one();
         }
     }
@@ -188,34 +205,46 @@ impl ResponseCache {
                 }
                 tokio::time::sleep(batch).await;
                 let Some(cache) = cache.upgrade() else { return };
-                cache.invalidation_pending.store(false, Ordering::Release);
-                cache.invalidate_everywhere().await;
+                cache.invalidation_pending.store(false, Ordering::SeqCst);
+                let scope = cache.pending_scope.take();
+                cache.invalidate(scope).await;
             }
         }))
     }
 
-    /// Takes the deployment's generation from Redis, e.g. at start-up and after a reconnection;
-    /// if Redis lost it (holds less than this instance has seen), puts it back first.
-    /// Whether Redis answered.
+    /// Takes the deployment's generations from Redis, e.g. at start-up, after a reconnection
+    /// and on another instance's invalidation; if Redis lost them (holds less than this instance
+    /// has seen), puts them back first. Whether Redis answered.
     pub async fn sync_generation(&self) -> bool {
-        let seen = self.shared_generation.load(Ordering::Acquire);
-        let Some(generation) = self.l2.catch_up_generation(seen).await else {
+        let seen = self.generations.current().shared;
+        let Some(state) = self.l2.catch_up_generation(seen).await else {
             return false;
         };
-        self.observe_shared_generation(generation);
+        self.observe(&state);
         true
     }
 
-    fn observe_shared_generation(&self, generation: u64) {
-        if generation > self.shared_generation.load(Ordering::Acquire) {
+    fn observe(&self, state: &SharedState) {
+        if self.generations.is_behind(state.generation) {
             self.notify_invalidation();
         }
-        let previous = self
-            .shared_generation
-            .fetch_max(generation, Ordering::AcqRel);
-        if previous != generation {
-            self.local_generation.fetch_add(1, Ordering::AcqRel);
+        self.generations.apply(state);
+    }
+
+    /// Another instance's invalidation to `generation`, announced on the channel (the message
+    /// carries only the generation, as it always has, so instances of every version understand
+    /// each other): reads what moved from Redis. When Redis does not answer, every page moves,
+    /// since the scope is unknown. Whether Redis answered, if it was asked.
+    async fn observe_announced(&self, generation: u64) -> Option<bool> {
+        if !self.generations.is_behind(generation) {
+            return None;
         }
+        let synced = self.sync_generation().await;
+        if !synced && self.generations.is_behind(generation) {
+            self.notify_invalidation();
+            self.generations.apply_everything(generation);
+        }
+        Some(synced)
     }
 
     /// Follows other instances' invalidations until the cache is dropped: subscribes, catches up
@@ -253,12 +282,13 @@ impl ResponseCache {
                         break;
                     };
                     let Some(cache) = cache.upgrade() else { return };
-                    match invalidation {
+                    let synced = match invalidation {
                         Invalidation::Generation(generation) => {
-                            cache.observe_shared_generation(generation);
+                            cache.observe_announced(generation).await
                         }
-                        Invalidation::CatchUp => caught_up = cache.sync_generation().await,
-                    }
+                        Invalidation::CatchUp => Some(cache.sync_generation().await),
+                    };
+                    caught_up = synced.unwrap_or(caught_up);
                 }
                 tracing::debug!("invalidation subscription ended; resubscribing");
                 tokio::time::sleep(RESUBSCRIBE_PAUSE).await;
@@ -442,7 +472,7 @@ mod tests {
             .expect("a batcher for a non-zero batch");
         let start = cache.generation().local;
         for _ in 0..50 {
-            cache.invalidate_soon().await;
+            cache.invalidate_soon(Scope::EVERYTHING).await;
         }
         assert_eq!(
             cache.generation().local,
@@ -464,7 +494,7 @@ mod tests {
         tokio::time::sleep(batch * 2).await;
         assert_eq!(cache.generation().local, start + 1);
 
-        cache.invalidate_soon().await;
+        cache.invalidate_soon(Scope::EVERYTHING).await;
         moved(start + 2).await;
         tokio::time::sleep(batch * 2).await;
         assert_eq!(cache.generation().local, start + 2);
@@ -496,10 +526,11 @@ mod tests {
         assert_eq!(*seen.lock().unwrap(), [before], "own invalidation");
         assert_ne!(cache.generation(), before);
 
+        // Announced by another instance while Redis cannot be read: every page moves.
         let before = cache.generation();
-        cache.observe_shared_generation(5);
-        cache.observe_shared_generation(5);
-        cache.observe_shared_generation(3);
+        assert_eq!(cache.observe_announced(5).await, Some(false));
+        assert_eq!(cache.observe_announced(5).await, None);
+        assert_eq!(cache.observe_announced(3).await, None);
         assert_eq!(
             seen.lock().unwrap()[1..],
             [before],

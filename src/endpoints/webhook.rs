@@ -1,5 +1,5 @@
 //! `POST /webhook`: verify → parse → fast duplicate check (Redis) → apply exactly once (MySQL)
-//! → invalidate every instance's caches.
+//! → invalidate every instance's cached pages of the product's old and new category.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -8,6 +8,7 @@ use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
 use crate::app::App;
+use crate::cache::Scope;
 use crate::error::ApiError;
 use crate::request::webhook::{parse_event, MAX_BODY_BYTES};
 use crate::response::{self, HttpResponse};
@@ -44,15 +45,17 @@ where
         }
         Err(error) => return Err(error.into()),
     };
-    if applied == Applied::Changed {
-        app.cache().invalidate_soon().await;
+    if let Applied::Changed(moved) = &applied {
+        app.cache()
+            .invalidate_soon(Scope::of_categories(moved.categories()))
+            .await;
     }
     app.cache()
         .l2()
         .remember_webhook(&event_id, FAST_PATH_TTL)
         .await;
     let outcome = match applied {
-        Applied::Changed | Applied::Stale => "processed",
+        Applied::Changed(_) | Applied::Stale => "processed",
         Applied::Duplicate => "duplicate",
     };
     crate::meter::webhook(outcome);

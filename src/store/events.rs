@@ -15,14 +15,29 @@ use super::{Store, StoreError};
 use crate::domain::event::{ExternalProduct, ProductChange, ProductEvent};
 
 /// What applying an event did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
     /// The change is now in the catalogue.
-    Changed,
+    Changed(Moved),
     /// Recorded, but a newer change was already applied: nothing changed.
     Stale,
     /// This event id was processed before.
     Duplicate,
+}
+
+/// The categories a changed product was in before and after the change (`None`: it did not
+/// exist): the listings whose pages the change may have altered, besides those without a
+/// category filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+impl Moved {
+    pub fn categories(&self) -> impl Iterator<Item = &str> {
+        self.from.iter().chain(&self.to).map(String::as_str)
+    }
 }
 
 /// How long a delivery waits for a concurrent delivery of the same event or product.
@@ -138,13 +153,26 @@ pub(super) async fn apply_change(
     if last.is_some_and(|last| last >= event.happened_at) {
         return Ok(Applied::Stale);
     }
-    match &event.change {
-        ProductChange::Upsert(product) => upsert_product(tx, product).await?,
-        ProductChange::Delete { external_id } => {
-            tx.exec_drop("DELETE FROM products WHERE external_id = ?", (external_id,))
-                .await?;
+    // Under the version row's lock, so no other change of this product can come between.
+    let from: Option<String> = tx
+        .exec_first(
+            "SELECT category FROM products WHERE external_id = ?",
+            (external_id,),
+        )
+        .await?;
+    let to = match &event.change {
+        ProductChange::Upsert(product) => {
+            upsert_product(tx, product, from.is_some()).await?;
+            Some(product.category.clone())
         }
-    }
+        ProductChange::Delete { external_id } => {
+            if from.is_some() {
+                tx.exec_drop("DELETE FROM products WHERE external_id = ?", (external_id,))
+                    .await?;
+            }
+            None
+        }
+    };
     tx.exec_drop(
         "UPDATE external_versions SET last_change_at = ?, deleted = ? WHERE external_id = ?",
         (
@@ -154,15 +182,16 @@ pub(super) async fn apply_change(
         ),
     )
     .await?;
-    Ok(Applied::Changed)
+    Ok(Applied::Changed(Moved { from, to }))
 }
 
 async fn upsert_product(
     tx: &mut Transaction<'_>,
     product: &ExternalProduct,
+    exists: bool,
 ) -> Result<(), StoreError> {
     let price = product.price.to_decimal_string();
-    let updated: u64 = {
+    if exists {
         // `updated_at` first: MySQL and MariaDB evaluate SET left to right, so the comparison sees
         // the old values, and an event that changes nothing leaves the row as it was.
         tx.exec_drop(
@@ -180,18 +209,7 @@ async fn upsert_product(
             ),
         )
         .await?;
-        tx.affected_rows()
-    };
-    let exists: Option<u64> = if updated == 0 {
-        tx.exec_first(
-            "SELECT id FROM products WHERE external_id = ?",
-            (&product.external_id,),
-        )
-        .await?
     } else {
-        Some(0)
-    };
-    if exists.is_none() {
         tx.exec_drop(
             "INSERT INTO products (name, description, price, category, created_at, updated_at, external_id) VALUES (?, ?, CAST(? AS DECIMAL(12,2)), ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), ?)",
             (&product.name, &product.description, &price, &product.category, &product.external_id),

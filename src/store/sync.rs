@@ -112,7 +112,7 @@ impl Store {
                 happened_at: run_started_at,
             };
             match apply_change(&mut tx, &event).await? {
-                Applied::Changed => outcome.changed += 1,
+                Applied::Changed(_) => outcome.changed += 1,
                 Applied::Stale | Applied::Duplicate => outcome.unchanged += 1,
             }
         }

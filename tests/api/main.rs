@@ -9,6 +9,7 @@ mod errors;
 mod faults;
 mod helpers;
 mod instances;
+mod invalidation;
 mod listing;
 mod observability;
 mod openapi;
