@@ -91,7 +91,10 @@ impl App {
         if redis.is_cluster() {
             tracing::info!("REDIS_CLUSTER_URLS is set: every Redis use goes to the Redis Cluster");
         }
-        let l2 = L2::new(&redis, config.l2.clone()).context(REDIS_SETTING)?;
+        let cursor_key = CursorKey::new(cursor_secret.expose().as_bytes());
+        let l2 = L2::new(&redis, config.l2.clone())
+            .context(REDIS_SETTING)?
+            .with_page_signer(cursor_key.signer_id());
         let cache_control =
             HeaderValue::try_from(format!("public, max-age={}", config.l2.ttl.as_secs()))
                 .expect("digits are a valid header value");
@@ -115,7 +118,7 @@ impl App {
         Ok(App {
             store,
             cache,
-            cursor_key: CursorKey::new(cursor_secret.expose().as_bytes()),
+            cursor_key,
             limiter,
             webhook_secret: config.webhook_secret.clone(),
             cache_control,

@@ -40,6 +40,9 @@ pub struct L2 {
     redis: Redis,
     settings: L2Settings,
     breaker: Breaker,
+    /// The id of the cursor secret that signed the cursors in this instance's pages (see
+    /// [`crate::request::cursor::CursorKey::signer_id`]); part of page keys.
+    page_signer: String,
 }
 
 impl L2 {
@@ -53,7 +56,15 @@ impl L2 {
             redis: Redis::open(redis, timeouts)?,
             settings,
             breaker: Breaker::default(),
+            page_signer: "unsigned".into(),
         })
+    }
+
+    /// Pages stored and read by this instance carry cursors signed by the secret `signer_id`.
+    #[must_use]
+    pub fn with_page_signer(mut self, signer_id: String) -> Self {
+        self.page_signer = signer_id;
+        self
     }
 
     pub async fn get(&self, key: &CacheKey) -> Option<CachedPage> {
@@ -289,13 +300,15 @@ impl L2 {
         format!("{}:invalidate", self.settings.namespace)
     }
 
-    /// `<ns>:page:<generation>:{<tag>}:<key>`: the tag (see [`slot_tag`]) puts a page and its
-    /// fill lock in one Redis Cluster slot, for the two-key scripts of the miss path.
+    /// `<ns>:page:<generation>:<signer>:{<tag>}:<key>`: the tag (see [`slot_tag`]) puts a page
+    /// and its fill lock in one Redis Cluster slot, for the two-key scripts of the miss path; the
+    /// signer keeps instances with different cursor secrets from serving each other's pages.
     pub(crate) fn page_key(&self, key: &CacheKey) -> String {
         format!(
-            "{}:page:{}:{{{}}}:{}",
+            "{}:page:{}:{}:{{{}}}:{}",
             self.settings.namespace,
             key.generation().shared,
+            self.page_signer,
             slot_tag(key.as_str()),
             key.as_str()
         )

@@ -64,6 +64,15 @@ impl CursorKey {
         }
     }
 
+    /// A short public id of the secret (12 hex digits of a MAC of a constant): cached pages carry
+    /// cursors signed with it, so their shared keys carry this id, and an instance with another
+    /// secret (a rotation under way, a misconfiguration) never serves them: its clients would get
+    /// 400 for every next page.
+    #[must_use]
+    pub fn signer_id(&self) -> String {
+        hex::encode(&self.tag(b"product-api cached pages")[..6])
+    }
+
     /// Encodes the position after which the next page of `sort`/`fingerprint` starts.
     #[must_use]
     pub fn encode(&self, sort: Sort, fingerprint: Fingerprint, position: Position) -> String {
@@ -158,6 +167,14 @@ mod tests {
             key().decode(&good, Sort::PriceAsc, other_fp),
             Err(CursorError::QueryMismatch)
         );
+    }
+
+    #[test]
+    fn the_signer_id_names_the_secret_without_revealing_it() {
+        let id = key().signer_id();
+        assert_eq!(id, key().signer_id());
+        assert_eq!(id.len(), 12);
+        assert_ne!(id, CursorKey::new(b"another secret").signer_id());
     }
 
     proptest! {

@@ -90,3 +90,32 @@ pub async fn two_instances_share_l2_and_one_fill(options: &Options) -> (TestApp,
     );
     (first, second)
 }
+
+/// Cached pages carry cursors signed with the instance's `CURSOR_SECRET`. An instance with
+/// another secret (a rotation under way, a stale perf run's pages still in Redis) must not serve
+/// them from L2: each of its clients' next page would be refused as tampered with (400).
+#[tokio::test]
+async fn an_instance_with_another_cursor_secret_never_serves_the_others_pages() {
+    let database = TestDatabase::seeded(200).await;
+    let options = Options::new(&database);
+    let first = spawn_app(&options).await;
+    let rotated = spawn_app(&options.clone().with(
+        "CURSOR_SECRET",
+        "another cursor secret, also 32 bytes or more",
+    ))
+    .await;
+    let url = "/products/v1?take=5&category=tops";
+    assert_eq!(first.get(url).await.header("x-cache"), Some("MISS"));
+    let page = rotated.get(url).await;
+    assert_eq!(
+        page.header("x-cache"),
+        Some("MISS"),
+        "not the other's L2 page"
+    );
+    let cursor = page.json()["next_cursor"].as_str().unwrap().to_owned();
+    let next = rotated.get(&format!("{url}&cursor={cursor}")).await;
+    assert_eq!(next.status, 200, "its own cursor works");
+    first.stop().await;
+    rotated.stop().await;
+    database.drop_database().await;
+}
