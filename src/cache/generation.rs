@@ -91,18 +91,6 @@ impl Scope {
     }
 
     #[must_use]
-    pub fn union(self, other: Scope) -> Scope {
-        if self.everything || other.everything {
-            Scope::EVERYTHING
-        } else {
-            Scope {
-                buckets: self.buckets | other.buckets,
-                everything: false,
-            }
-        }
-    }
-
-    #[must_use]
     pub fn is_everything(self) -> bool {
         self.everything
     }
@@ -304,7 +292,6 @@ mod tests {
         assert!(buckets.contains(&Bucket::of("laptops").unwrap()));
         assert!(!scope.is_everything());
         assert!(Scope::of_categories(["tops", "tóps"]).is_everything());
-        assert!(scope.union(Scope::EVERYTHING).is_everything());
         assert_eq!(Scope::of_categories([]).buckets().count(), 0);
     }
 
