@@ -101,7 +101,8 @@ impl App {
         // Replicas are not needed to start: they join the rotation once a check proves them fresh.
         store.spawn_replica_monitor();
         let mut cache = ResponseCache::new(l1, l2, config.lock_wait)
-            .with_invalidation_batch(config.invalidation_batch);
+            .with_invalidation_batch(config.invalidation_batch)
+            .with_admission(config.l2_admission);
         if let Some(window) = store.primary_window() {
             cache = cache.with_invalidation_hook(move || window.open());
         }

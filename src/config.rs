@@ -56,6 +56,8 @@ pub struct Config {
     pub lock_wait: Duration,
     /// `INVALIDATION_BATCH_MS`: webhook changes within this long share one cache invalidation.
     pub invalidation_batch: Duration,
+    /// `L2_ADMISSION`: which misses write their page to L2.
+    pub l2_admission: crate::cache::AdmissionPolicy,
     pub server: ServerSettings,
     /// The external catalogue and its sync; `None` when `API_URL` is not set.
     pub upstream: Option<UpstreamConfig>,
@@ -183,6 +185,7 @@ impl Config {
             },
             lock_wait: env.millis("FILL_LOCK_WAIT_MS", 250)?,
             invalidation_batch: env.millis("INVALIDATION_BATCH_MS", 250)?,
+            l2_admission: env.parse("L2_ADMISSION", crate::cache::AdmissionPolicy::SecondMiss)?,
             server: ServerSettings {
                 max_connections: env.parse("MAX_CONNECTIONS", 10_000)?,
                 header_read_timeout,
@@ -564,7 +567,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_setting() {
-        let cases: [(&[(&str, &str)], &str); 15] = [
+        let cases: [(&[(&str, &str)], &str); 16] = [
             (
                 &[("DATABASE_URL", "mysql://x/y"), ("REUSE_PORT", "yes")],
                 "REUSE_PORT",
@@ -610,6 +613,10 @@ mod tests {
             (
                 &[("DATABASE_URL", "mysql://x/y"), ("CACHE_NAMESPACE", "a{b}")],
                 "CACHE_NAMESPACE",
+            ),
+            (
+                &[("DATABASE_URL", "mysql://x/y"), ("L2_ADMISSION", "always")],
+                "L2_ADMISSION",
             ),
             (
                 &[

@@ -151,6 +151,13 @@ pub fn cache_result(status: CacheStatus) {
     );
 }
 
+/// A miss whose page was not written to L2, being the first of its key at this instance
+/// (`L2_ADMISSION=second-miss`). On the miss path, so its handle is kept.
+pub fn l2_write_skipped() {
+    static HANDLE_SLOT: OnceLock<Counter> = OnceLock::new();
+    increment_kept(&HANDLE_SLOT, || counter!("cache_l2_writes_skipped_total"));
+}
+
 /// Increments the counter `make` registers, keeping its handle in `slot` once the recorder is
 /// installed (a handle taken before would belong to the no-op recorder for good).
 fn increment_kept(slot: &OnceLock<Counter>, make: impl FnOnce() -> Counter) {

@@ -5,6 +5,7 @@
 //! load themselves only when the holder is too slow. Never talks to MySQL itself: the caller
 //! passes the load.
 
+pub mod admission;
 pub mod generation;
 pub mod key;
 pub mod l1;
@@ -21,6 +22,8 @@ use tokio::sync::Notify;
 
 use crate::redis_lock::Lock;
 use crate::store::StoreError;
+use admission::Admission;
+pub use admission::AdmissionPolicy;
 pub use generation::Scope;
 use generation::{Generations, PendingScope, SharedState};
 pub use key::{CacheKey, Generation};
@@ -75,6 +78,8 @@ pub struct ResponseCache {
     /// arrives.
     invalidation_requested: Arc<Notify>,
     invalidation_batch: Duration,
+    /// Which misses write their page to L2 (`L2_ADMISSION`).
+    admission: Admission,
 }
 
 /// Pause between attempts to (re)subscribe to invalidations while Redis is unreachable.
@@ -96,7 +101,15 @@ impl ResponseCache {
             pending_scope: PendingScope::default(),
             invalidation_requested: Arc::new(Notify::new()),
             invalidation_batch: Duration::ZERO,
+            admission: Admission::new(AdmissionPolicy::EveryMiss),
         }
+    }
+
+    /// Which misses write their page to L2 (see [`admission`]); every miss by default.
+    #[must_use]
+    pub fn with_admission(mut self, policy: AdmissionPolicy) -> Self {
+        self.admission = Admission::new(policy);
+        self
     }
 
     /// Webhook changes arriving within `batch` of the first share one invalidation (see
@@ -338,7 +351,8 @@ impl ResponseCache {
         &self.l2
     }
 
-    /// L2, then the fill lock, then the load; the result goes to L2 for other instances.
+    /// L2, then the fill lock, then the load; the result goes to L2 for other instances. A
+    /// miss L2 does not admit (see [`admission`]) only reads L2 before its load.
     async fn load_shared<F, Fut>(
         &self,
         key: &CacheKey,
@@ -348,6 +362,13 @@ impl ResponseCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<CachedPage, StoreError>>,
     {
+        if !self.admission.admits(key) {
+            if let Some(page) = self.l2.get(key).await {
+                return Ok((page, CacheStatus::HitL2));
+            }
+            crate::meter::l2_write_skipped();
+            return Ok((load().await?, CacheStatus::Miss));
+        }
         // Two round trips on a miss: the page or the lock, then the page stored and the lock
         // released together.
         let lock = match self.l2.get_or_lock(key).await {

@@ -1,8 +1,10 @@
 //! Finished responses are cached in L1 and L2, keyed canonically, with coalesced misses.
 
+use std::time::Duration;
+
 use futures::future::join_all;
 
-use crate::helpers::{spawn_app, Options, TestApp, TestDatabase};
+use crate::helpers::{eventually, single_redis_keys, spawn_app, Options, TestApp, TestDatabase};
 
 #[tokio::test]
 async fn a_matching_if_none_match_gets_304_and_equivalent_requests_share_an_entry() {
@@ -62,11 +64,16 @@ async fn instances_share_l2_and_coalesce_misses_across_instances() {
     database.drop_database().await;
 }
 
-/// Two instances on `options` (over a database of 2000 seed rows): a page one filled is a
-/// `HIT-L2` on the other, and 100 concurrent cold requests split over both make one query.
-/// Returns the instances for more checks (also run on a Redis Cluster, `cluster.rs`).
+/// Two instances on `options` (over a database of 2000 seed rows) admitting every miss to L2: a
+/// page one filled is a `HIT-L2` on the other, and 100 concurrent cold requests split over both
+/// make one query. (With the default `L2_ADMISSION=second-miss` this holds from a page's second
+/// miss on: `a_page_missed_again_after_a_change_is_filled_once_and_shared`.) Returns the
+/// instances for more checks (also run on a Redis Cluster, `cluster.rs`).
 pub async fn two_instances_share_l2_and_one_fill(options: &Options) -> (TestApp, TestApp) {
-    let options = options.clone().with("FILL_LOCK_WAIT_MS", "5000");
+    let options = options
+        .clone()
+        .with("FILL_LOCK_WAIT_MS", "5000")
+        .with("L2_ADMISSION", "every-miss");
     let first = spawn_app(&options).await;
     let second = spawn_app(&options).await;
     let a = first.get("/products/v1?take=3").await;
@@ -97,7 +104,8 @@ pub async fn two_instances_share_l2_and_one_fill(options: &Options) -> (TestApp,
 #[tokio::test]
 async fn an_instance_with_another_cursor_secret_never_serves_the_others_pages() {
     let database = TestDatabase::seeded(200).await;
-    let options = Options::new(&database);
+    // Every miss written to L2, so the first instance's page is there to be refused.
+    let options = Options::new(&database).with("L2_ADMISSION", "every-miss");
     let first = spawn_app(&options).await;
     let rotated = spawn_app(&options.clone().with(
         "CURSOR_SECRET",
@@ -117,5 +125,88 @@ async fn an_instance_with_another_cursor_secret_never_serves_the_others_pages() 
     assert_eq!(next.status, 200, "its own cursor works");
     first.stop().await;
     rotated.stop().await;
+    database.drop_database().await;
+}
+
+/// The L2 pages of `options`' deployment in the test Redis.
+async fn l2_pages(options: &Options) -> Vec<String> {
+    let mut keys = single_redis_keys(&options.namespace).await;
+    keys.retain(|key| key.contains(":page:"));
+    keys
+}
+
+/// `L2_ADMISSION=second-miss` (the default): a page's first miss at an instance reads L2 but
+/// writes nothing to Redis, neither the page nor a fill lock.
+#[tokio::test]
+async fn a_page_missed_once_is_read_from_l2_but_not_written_to_it() {
+    let database = TestDatabase::seeded(200).await;
+    let options = Options::new(&database);
+    let (first, second) = (spawn_app(&options).await, spawn_app(&options).await);
+    let url = "/products/v1?take=4&category=tops";
+    assert_eq!(first.get(url).await.header("x-cache"), Some("MISS"));
+    assert_eq!(
+        single_redis_keys(&options.namespace)
+            .await
+            .iter()
+            .filter(|key| key.contains(":page:") || key.contains(":lock:"))
+            .count(),
+        0,
+        "no page and no lock in Redis"
+    );
+    assert_eq!(second.get(url).await.header("x-cache"), Some("MISS"));
+    assert_eq!(first.get(url).await.header("x-cache"), Some("HIT-L1"));
+
+    // A page an instance admitting every miss wrote is read on another's first miss.
+    let writer = spawn_app(&options.clone().with("L2_ADMISSION", "every-miss")).await;
+    let url = "/products/v1?take=6&category=tops";
+    assert_eq!(writer.get(url).await.header("x-cache"), Some("MISS"));
+    assert_eq!(l2_pages(&options).await.len(), 1);
+    assert_eq!(second.get(url).await.header("x-cache"), Some("HIT-L2"));
+    for app in [first, second, writer] {
+        app.stop().await;
+    }
+    database.drop_database().await;
+}
+
+/// The refills after a change are second misses: their pages go to L2 under the fill lock, so
+/// 100 concurrent requests over two instances still make one query, and the page is shared.
+#[tokio::test]
+async fn a_page_missed_again_after_a_change_is_filled_once_and_shared() {
+    let database = TestDatabase::seeded(2_000).await;
+    let options = Options::new(&database).with("FILL_LOCK_WAIT_MS", "5000");
+    let (first, second) = (spawn_app(&options).await, spawn_app(&options).await);
+    let url = "/products/v1?category=tablets&sort=-price&take=40";
+    let queries = || first.app.store().listing_queries() + second.app.store().listing_queries();
+    let before = queries();
+    assert_eq!(first.get(url).await.header("x-cache"), Some("MISS"));
+    assert_eq!(second.get(url).await.header("x-cache"), Some("MISS"));
+    assert_eq!(queries() - before, 2, "a first miss loads on each instance");
+    assert!(l2_pages(&options).await.is_empty());
+
+    first.app.cache().invalidate_everywhere().await;
+    let moved_to = first.app.cache().generation().shared;
+    eventually(
+        Duration::from_secs(10),
+        "the second instance follows the change",
+        || async { second.app.cache().generation().shared == moved_to },
+    )
+    .await;
+    let before = queries();
+    let from_first = (0..50).map(|_| first.get(url));
+    let from_second = (0..50).map(|_| second.get(url));
+    let replies = join_all(from_first.chain(from_second).collect::<Vec<_>>()).await;
+    assert!(replies.iter().all(|r| r.status == 200));
+    assert!(replies.windows(2).all(|pair| pair[0].body == pair[1].body));
+    assert_eq!(
+        queries() - before,
+        1,
+        "one query for 100 requests over two instances"
+    );
+    assert!(replies
+        .iter()
+        .any(|reply| reply.header("x-cache") == Some("HIT-L2")));
+    assert_eq!(l2_pages(&options).await.len(), 1, "the page is in L2");
+    first.stop().await;
+    second.stop().await;
     database.drop_database().await;
 }

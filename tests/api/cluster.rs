@@ -18,8 +18,8 @@ use serde_json::json;
 
 use crate::caching::two_instances_share_l2_and_one_fill;
 use crate::helpers::{
-    eventually, now_seconds, random_suffix, redis_cluster_urls, spawn_app, Options, TestApp,
-    TestDatabase,
+    eventually, now_seconds, random_suffix, redis_cluster_urls, single_redis_keys, spawn_app,
+    Options, TestApp, TestDatabase,
 };
 use crate::rate_limit::two_instances_hold_one_quota;
 use crate::upstream::one_token_for_100_callers_of_two_providers;
@@ -39,21 +39,6 @@ async fn cluster_keys(connection: &mut ClusterConnection, namespace: &str) -> Ve
     redis::cmd("KEYS")
         .arg(format!("{namespace}:*"))
         .query_async(connection)
-        .await
-        .unwrap()
-}
-
-/// The keys of `namespace` on the single test Redis: none when the cluster is in use.
-async fn single_redis_keys(namespace: &str) -> Vec<String> {
-    let url = std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL is not set");
-    let mut connection = redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    redis::cmd("KEYS")
-        .arg(format!("{namespace}:*"))
-        .query_async(&mut connection)
         .await
         .unwrap()
 }
@@ -528,10 +513,12 @@ async fn an_instance_started_with_the_cluster_down_joins_once_it_is_back_empty()
     drop(cluster);
 }
 
-/// Instances on `cluster` with short Redis deadlines and a limiter on whose quota the tests
-/// never exhaust (a refusal would hide a failure).
+/// Instances on `cluster` with short Redis deadlines, a limiter on whose quota the tests
+/// never exhaust (a refusal would hide a failure), and every miss written to L2 (so each
+/// listing makes all its Redis calls, and one request shows whether L2 is shared).
 fn own_cluster_options(database: &TestDatabase, cluster: &OwnCluster) -> Options {
     Options::new(database)
+        .with("L2_ADMISSION", "every-miss")
         .with("REDIS_CLUSTER_URLS", cluster.urls())
         .with("REDIS_TIMEOUT_MS", "100")
         .with("RATE_LIMIT_PRESET", "standard")

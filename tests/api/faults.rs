@@ -378,6 +378,9 @@ impl Rig {
             .with("FILL_LOCK_WAIT_MS", millis(FILL_LOCK_WAIT))
             .with("L1_TTL_MS", millis(L1_TTL))
             .with("DB_POOL_MAX", TASKS.to_string())
+            // Every miss written to L2: each listing makes all its Redis calls, and one request
+            // shows whether L2 is shared again.
+            .with("L2_ADMISSION", "every-miss")
             // The limiter on, with room for the whole load: it must keep deciding, not refuse.
             .with("RATE_LIMIT_PRESET", "standard")
             .with("RATE_LIMIT_LISTING", "6000000/min,burst=1000000");

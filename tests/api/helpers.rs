@@ -396,3 +396,18 @@ pub fn through(url: &str, address: SocketAddr) -> String {
     let original = socket_of(url).to_string();
     url.replacen(&original, &address.to_string(), 1)
 }
+
+/// The keys of `namespace` on the single test Redis: none when the cluster is in use.
+pub async fn single_redis_keys(namespace: &str) -> Vec<String> {
+    let url = std::env::var("TEST_REDIS_URL").expect("TEST_REDIS_URL is not set");
+    let mut connection = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("KEYS")
+        .arg(format!("{namespace}:*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap()
+}

@@ -9,7 +9,8 @@ use crate::proxy::{Mode, Proxy};
 #[tokio::test]
 async fn redis_down_still_serves_and_redis_back_is_used_again() {
     let database = TestDatabase::seeded(500).await;
-    let plain = Options::new(&database);
+    // Every miss written to L2, so one request shows whether L2 is in use.
+    let plain = Options::new(&database).with("L2_ADMISSION", "every-miss");
     let redis = Proxy::start(socket_of(&plain.redis_url)).await;
     let mut via_proxy = plain.clone();
     via_proxy.redis_url = through(&plain.redis_url, redis.address);
