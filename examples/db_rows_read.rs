@@ -10,7 +10,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
 use product_api::domain::{Filters, ListingQuery, Position, Price, SearchTerms, Sort};
 use product_api::seed::RARE_WORDS;
-use product_api::store::sql::{band_range_max, Statements};
+use product_api::store::sql::{band_range_max, continuation, position_of, Statements, Window};
 
 const TAKE: u8 = 20;
 const DEEP_ROWS: u64 = 900_000;
@@ -221,9 +221,11 @@ async fn position_at(
 }
 
 /// Rows read and time of the statements the service runs for `query`: for a search, the window's
-/// bound and walk, plus FULLTEXT when the walk fell short of a page (the first time: the service
-/// then remembers the search as sparse and skips the walk); for a price band in date order, the
-/// band's count, then the range or the walk (as `Store::list` decides).
+/// bound and walk, its continuation's bound and walk when the window found some matches but
+/// not a page and `continuation` says the rest is near, plus FULLTEXT when the walks fell short
+/// of a page (the first time: the service then remembers the search as sparse and skips the
+/// walk); for a price band in date order, the band's count, then the range or the walk (as
+/// `Store::list` decides).
 async fn measure_plan(
     conn: &mut Conn,
     statements: &Statements,
@@ -233,16 +235,21 @@ async fn measure_plan(
     let plan = statements.plan(query);
     let mut total = (0, Duration::ZERO);
     if let Some(window) = &plan.window {
-        let (sql, params) = &window.bound;
-        total = measure(conn, sql, params, baseline).await?;
-        let bound: Option<(Value, Value)> = conn.exec_first(*sql, params.clone()).await?;
-        let reaches_the_end = bound.is_none();
-        let (sql, params) = window.walk(bound);
-        let (rows_read, elapsed) = measure(conn, sql, &params, baseline).await?;
-        total = (total.0 + rows_read, total.1 + elapsed);
-        let rows: Vec<Row> = conn.exec(sql, params).await?;
-        if rows.len() > usize::from(query.take) || reaches_the_end {
+        let (rows, from) = measure_walk(conn, window, query.sort, baseline, &mut total).await?;
+        let Some(from) = from else {
             return Ok(total);
+        };
+        if rows > usize::from(query.take) {
+            return Ok(total);
+        }
+        if let Some((rest, reach)) = continuation(query, rows, from) {
+            let window = statements
+                .window(&rest, reach)
+                .expect("a search has a window");
+            let (more, end) = measure_walk(conn, &window, query.sort, baseline, &mut total).await?;
+            if more > usize::from(rest.take) || end.is_none() {
+                return Ok(total);
+            }
         }
     }
     let mut exact = &plan.exact;
@@ -258,6 +265,29 @@ async fn measure_plan(
     let (sql, params) = exact;
     let (rows_read, elapsed) = measure(conn, sql, params, baseline).await?;
     Ok((total.0 + rows_read, total.1 + elapsed))
+}
+
+/// Measures a window's bound and walk into `total`; the walk's matches and the bound's position
+/// (`None`: the order ends inside the window).
+async fn measure_walk(
+    conn: &mut Conn,
+    window: &Window<'_>,
+    sort: Sort,
+    baseline: u64,
+    total: &mut (u64, Duration),
+) -> Result<(usize, Option<Position>), mysql_async::Error> {
+    let (sql, params) = &window.bound;
+    let (rows_read, elapsed) = measure(conn, sql, params, baseline).await?;
+    *total = (total.0 + rows_read, total.1 + elapsed);
+    let bound: Option<(Value, Value)> = conn.exec_first(*sql, params.clone()).await?;
+    let from = bound
+        .as_ref()
+        .map(|(key, id)| position_of(sort, key, id).expect("a bound decodes"));
+    let (sql, params) = window.walk(bound);
+    let (rows_read, elapsed) = measure(conn, sql, &params, baseline).await?;
+    *total = (total.0 + rows_read, total.1 + elapsed);
+    let rows: Vec<Row> = conn.exec(sql, params).await?;
+    Ok((rows.len(), from))
 }
 
 /// Rows read (handler counters) and the median time of the statement.

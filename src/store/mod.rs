@@ -22,7 +22,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
 
-use crate::domain::{ListingQuery, Page, Price, Product, Timestamp};
+use crate::domain::{ListingQuery, Page, Position, Price, Product, Sort, Timestamp};
 use pool::{Admission, Gate, PooledConn};
 pub use replica::{PrimaryWindow, ReadCounts, ReplicaReport, ReplicaSettings, ReplicaState};
 use replica::{Replica, Rotation};
@@ -137,6 +137,8 @@ pub struct Store {
 enum Walked {
     /// The page: `take + 1` matches, or the matches up to the end of the order.
     Page(Vec<Row>),
+    /// The page, from the window and one continuation of it.
+    Continued(Vec<Row>),
     /// Fewer than `take + 1` matches in the whole window: FULLTEXT answers.
     ShortOfAPage,
     /// Not walked: this search came up short recently.
@@ -148,6 +150,8 @@ enum Walked {
 pub enum PlanTaken {
     /// A search page from the bounded walk of the sort index.
     SearchWindow,
+    /// A search page from the walk and one continuation sized by the matches it found.
+    SearchContinued,
     /// A search page from FULLTEXT, after a walk that fell short.
     SearchFulltext,
     /// A search page from FULLTEXT without a walk: the same filters came up short
@@ -160,8 +164,9 @@ pub enum PlanTaken {
 }
 
 impl PlanTaken {
-    pub const ALL: [PlanTaken; 5] = [
+    pub const ALL: [PlanTaken; 6] = [
         PlanTaken::SearchWindow,
+        PlanTaken::SearchContinued,
         PlanTaken::SearchFulltext,
         PlanTaken::SearchSparse,
         PlanTaken::BandRange,
@@ -173,6 +178,7 @@ impl PlanTaken {
     pub fn as_str(self) -> &'static str {
         match self {
             PlanTaken::SearchWindow => "search_window",
+            PlanTaken::SearchContinued => "search_continued",
             PlanTaken::SearchFulltext => "search_fulltext",
             PlanTaken::SearchSparse => "search_sparse",
             PlanTaken::BandRange => "band_range",
@@ -356,6 +362,10 @@ impl Store {
                     self.took(PlanTaken::SearchWindow);
                     return Ok(rows);
                 }
+                Walked::Continued(rows) => {
+                    self.took(PlanTaken::SearchContinued);
+                    return Ok(rows);
+                }
                 Walked::ShortOfAPage => PlanTaken::SearchFulltext,
                 Walked::KnownSparse => PlanTaken::SearchSparse,
             };
@@ -395,20 +405,81 @@ impl Store {
         if self.is_known_sparse(&sparse_key, query) {
             return Ok(Walked::KnownSparse);
         }
+        let (mut rows, bound) = self.walk_once(database, conn, window, query.sort).await?;
+        let Some(bound) = bound else {
+            // The order ends inside the window: whatever it found is the rest of the listing.
+            return Ok(Walked::Page(rows));
+        };
+        if rows.len() > usize::from(query.take) {
+            return Ok(Walked::Page(rows));
+        }
+        if self
+            .continue_walk(database, conn, query, &mut rows, bound)
+            .await?
+        {
+            return Ok(Walked::Continued(rows));
+        }
+        self.sparse_searches.insert(sparse_key, ()).await;
+        Ok(Walked::ShortOfAPage)
+    }
+
+    /// One walk of `window`: its matching rows (up to its limit), and the window's last entry,
+    /// `None` when the order ends inside the window.
+    async fn walk_once(
+        &self,
+        database: &Database,
+        conn: &mut PooledConn,
+        window: &sql::Window<'_>,
+        sort: Sort,
+    ) -> Result<(Vec<Row>, Option<Position>), StoreError> {
         let (sql, params) = &window.bound;
         let bound = exec_retrying(database, conn, sql, params)
             .await?
             .into_iter()
             .next()
             .and_then(|mut row| Some((row.take::<Value, _>(0)?, row.take::<Value, _>(1)?)));
-        let reaches_the_end = bound.is_none();
+        let position = match &bound {
+            Some((key, id)) => {
+                Some(
+                    sql::position_of(sort, key, id).ok_or_else(|| StoreError::Decode {
+                        column: "window bound",
+                        value: key.clone(),
+                    })?,
+                )
+            }
+            None => None,
+        };
         let (sql, params) = window.walk(bound);
         let rows = exec_retrying(database, conn, sql, &params).await?;
-        if rows.len() > usize::from(query.take) || reaches_the_end {
-            return Ok(Walked::Page(rows));
+        Ok((rows, position))
+    }
+
+    /// After a window that found some matches but not a page: one more walk from the window's
+    /// last entry (`from`) finishes the page in `rows` when the matches seen say it is near
+    /// ([`sql::continuation`]); otherwise, or when that walk comes up short too, FULLTEXT
+    /// answers. Without it, a common word missing from the first rows of a listing paid
+    /// FULLTEXT's gather of every match (99.8 ms for a 2.5 % word at 1M rows, perf/RESULTS.md).
+    /// Whether it answered.
+    async fn continue_walk(
+        &self,
+        database: &Database,
+        conn: &mut PooledConn,
+        query: &ListingQuery,
+        rows: &mut Vec<Row>,
+        from: Position,
+    ) -> Result<bool, StoreError> {
+        let Some((rest, reach)) = sql::continuation(query, rows.len(), from) else {
+            return Ok(false);
+        };
+        let Some(window) = self.statements.window(&rest, reach) else {
+            return Ok(false);
+        };
+        let (more, bound) = self.walk_once(database, conn, &window, query.sort).await?;
+        if more.len() <= usize::from(rest.take) && bound.is_some() {
+            return Ok(false);
         }
-        self.sparse_searches.insert(sparse_key, ()).await;
-        Ok(Walked::ShortOfAPage)
+        rows.extend(more);
+        Ok(true)
     }
 
     /// Whether this search, or its words without filters, came up short recently.

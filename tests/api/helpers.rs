@@ -91,6 +91,27 @@ impl TestDatabase {
         }
     }
 
+    /// `count` products newer and cheaper than every seeded one (created in 2099, a second
+    /// apart, at 0.01), whose name and description hold none of the seed's words.
+    pub async fn insert_newest_without_words(&self, count: usize) {
+        let mut conn = self.pool.get_conn().await.unwrap();
+        let values: Vec<String> = (0..count)
+            .map(|index| {
+                format!(
+                    "('Filler {index}', 'nothing to find', 0.01, 'tops', \
+                     TIMESTAMPADD(SECOND, {index}, '2099-01-01'), '2099-01-01')"
+                )
+            })
+            .collect();
+        conn.query_drop(format!(
+            "INSERT INTO products (name, description, price, category, created_at, updated_at) \
+             VALUES {}",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+    }
+
     /// Ids in the order a direct SQL query returns them: the oracle the walks are checked against.
     pub async fn ids(&self, sql: &str, params: mysql_async::Params) -> Vec<u64> {
         let mut conn = self.pool.get_conn().await.unwrap();

@@ -317,3 +317,67 @@ async fn a_common_word_is_served_by_the_index_walk_and_a_rare_word_by_fulltext()
     app.stop().await;
     database.drop_database().await;
 }
+
+/// A common word missing from the first rows of a listing: the first window finds some matches
+/// but not a page, and one continuation from the window's end, sized by those matches, finishes
+/// it (no FULLTEXT gather of every match), with exactly the rows FULLTEXT lists, on this page
+/// and the next, in date and in price order.
+#[tokio::test]
+async fn a_window_short_of_a_page_is_continued_when_its_matches_say_the_page_is_near() {
+    let database = TestDatabase::seeded(ROWS).await;
+    // The newest and cheapest: 1,500 of the window's 2,100 entries hold no match, the other 600
+    // ~15 ("classic" is in ~2.5 % of the seed's rows).
+    database.insert_newest_without_words(1_500).await;
+    let app = spawn_app(&Options::new(&database)).await;
+    let plans = || {
+        let store = app.app.store();
+        [PlanTaken::SearchContinued, PlanTaken::SearchFulltext]
+            .map(|plan| store.pages_by_plan(plan))
+    };
+    let ids = |reply: &crate::helpers::Reply| -> Vec<u64> {
+        reply.json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|product| product["id"].as_u64().unwrap())
+            .collect()
+    };
+    for (round, (sort, order)) in [
+        ("-created_at", "created_at DESC, id DESC"),
+        ("price", "price ASC, id ASC"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let oracle = |offset: u32| {
+            format!(
+                "SELECT id FROM products \
+                 WHERE MATCH (name, description) AGAINST ('+classic' IN BOOLEAN MODE) \
+                 ORDER BY {order} LIMIT 20 OFFSET {offset}"
+            )
+        };
+        let url = format!("/products/v1?search=classic&sort={sort}");
+        let first = app.get(&url).await;
+        assert_eq!(first.status, 200);
+        assert_eq!(
+            ids(&first),
+            database.ids(&oracle(0), Params::Empty).await,
+            "{sort}"
+        );
+        assert_eq!(
+            plans(),
+            [round as u64 + 1, 0],
+            "{sort}: continued, FULLTEXT"
+        );
+        let cursor = first.json()["next_cursor"].as_str().unwrap().to_owned();
+        let next = app.get(&format!("{url}&cursor={cursor}")).await;
+        assert_eq!(
+            ids(&next),
+            database.ids(&oracle(20), Params::Empty).await,
+            "{sort}"
+        );
+        assert_eq!(plans()[1], 0, "{sort}: no FULLTEXT");
+    }
+    app.stop().await;
+    database.drop_database().await;
+}
