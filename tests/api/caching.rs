@@ -155,6 +155,15 @@ async fn a_page_missed_once_is_read_from_l2_but_not_written_to_it() {
     );
     assert_eq!(second.get(url).await.header("x-cache"), Some("MISS"));
     assert_eq!(first.get(url).await.header("x-cache"), Some("HIT-L1"));
+    // Counted (process-wide, so at least these two).
+    let metrics = String::from_utf8(first.get("/metrics").await.body).unwrap();
+    let skipped: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("cache_l2_writes_skipped_total "))
+        .expect("cache_l2_writes_skipped_total is exposed")
+        .parse()
+        .unwrap();
+    assert!(skipped >= 2.0, "{skipped}");
 
     // A page an instance admitting every miss wrote is read on another's first miss.
     let writer = spawn_app(&options.clone().with("L2_ADMISSION", "every-miss")).await;
