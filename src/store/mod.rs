@@ -613,14 +613,10 @@ fn decode_product(mut row: Row) -> Result<Product, StoreError> {
 }
 
 fn decode_id(value: Value) -> Result<u64, StoreError> {
-    match value {
-        Value::UInt(id) => Ok(id),
-        Value::Int(id) if id >= 0 => Ok(id.unsigned_abs()),
-        value => Err(StoreError::Decode {
-            column: "id",
-            value,
-        }),
-    }
+    sql::id_of(&value).ok_or(StoreError::Decode {
+        column: "id",
+        value,
+    })
 }
 
 fn decode_text(column: &'static str, value: Value) -> Result<String, StoreError> {
@@ -635,16 +631,10 @@ fn decode_text(column: &'static str, value: Value) -> Result<String, StoreError>
 }
 
 fn decode_price(value: Value) -> Result<Price, StoreError> {
-    match value {
-        Value::Bytes(ref text) => Price::parse(text).map_err(|_| StoreError::Decode {
-            column: "price",
-            value,
-        }),
-        value => Err(StoreError::Decode {
-            column: "price",
-            value,
-        }),
-    }
+    sql::price_of(&value).ok_or(StoreError::Decode {
+        column: "price",
+        value,
+    })
 }
 
 fn decode_timestamp(column: &'static str, value: Value) -> Result<Timestamp, StoreError> {

@@ -161,19 +161,33 @@ pub fn continuation(
 #[must_use]
 pub fn position_of(sort: Sort, key: &Value, id: &Value) -> Option<Position> {
     let key = if sort.is_by_price() {
-        match key {
-            Value::Bytes(text) => crate::domain::Price::parse(text).ok()?.0,
-            _ => return None,
-        }
+        price_of(key)?.0
     } else {
         timestamp_of(key)?.0
     };
-    let id = match *id {
-        Value::UInt(id) => id,
-        Value::Int(id) => u64::try_from(id).ok()?,
-        _ => return None,
-    };
-    Some(Position { key, id })
+    Some(Position {
+        key,
+        id: id_of(id)?,
+    })
+}
+
+/// A product id as MySQL returns it (unsigned, or signed and not negative).
+#[must_use]
+pub fn id_of(value: &Value) -> Option<u64> {
+    match *value {
+        Value::UInt(id) => Some(id),
+        Value::Int(id) => u64::try_from(id).ok(),
+        _ => None,
+    }
+}
+
+/// A price as MySQL returns a `DECIMAL` (its text).
+#[must_use]
+pub fn price_of(value: &Value) -> Option<crate::domain::Price> {
+    match value {
+        Value::Bytes(text) => crate::domain::Price::parse(text).ok(),
+        _ => None,
+    }
 }
 
 impl Statements {
