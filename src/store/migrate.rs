@@ -36,6 +36,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "replication_heartbeat",
         sql: include_str!("../../migrations/0004_replication_heartbeat.sql"),
     },
+    Migration {
+        version: 5,
+        name: "price_indexes_carry_date",
+        sql: include_str!("../../migrations/0005_price_indexes_carry_date.sql"),
+    },
 ];
 
 /// How long to wait for another instance's migration run.

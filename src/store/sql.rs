@@ -102,8 +102,10 @@ pub struct Band<'a> {
 /// The largest price band read whole and sorted: 50 rows per row wanted (1,050 at take = 20).
 ///
 /// Measured at 1M rows on MariaDB (`perf/db`): a band row read from the price index costs
-/// ~3 µs (a random primary-key lookup, then the sort), a date-index entry walked ~0.25 µs, a
-/// probed entry ~0.3 µs. At this bound a band read whole costs ≤ ~3 ms; a larger band holds more
+/// ~1.5–3 µs (a random primary-key lookup, then the sort; the index carries the date since
+/// migration 0005, so rows before the cursor are skipped on the index), a date-index entry
+/// walked ~0.25 µs, a probed entry ~0.3 µs. At this bound a band read whole costs ≤ ~3 ms; a
+/// larger band holds more
 /// than 1,050 of the rows, so the walk meets a match at least every `rows / 1,050` entries:
 /// ≤ ~21,000 entries (~5 ms) in 1M rows, ≤ ~900 in a category of 42k.
 #[must_use]

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use mysql_async::prelude::Queryable;
 use mysql_async::Params;
 
 use product_api::store::PlanTaken;
@@ -137,6 +138,43 @@ async fn walking_a_price_range_in_each_sort_matches_sql() {
         "the wide band walked"
     );
     app.stop().await;
+    database.drop_database().await;
+}
+
+/// Each listing index is in the order it serves and also carries the other sort key, so a price
+/// band in date order is filtered on the date index alone (migration 0003) and a small band
+/// read from the price index is filtered by the cursor and sorted on it alone (migration 0005).
+#[tokio::test]
+async fn each_listing_index_carries_the_other_sort_key() {
+    let database = TestDatabase::create().await;
+    let mut conn = database.pool.get_conn().await.unwrap();
+    let columns: Vec<(String, String)> = conn
+        .query(
+            "SELECT INDEX_NAME, GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX) \
+             FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'products' \
+             AND INDEX_NAME LIKE 'idx_products_%' GROUP BY INDEX_NAME ORDER BY INDEX_NAME",
+        )
+        .await
+        .unwrap();
+    let expected = [
+        (
+            "idx_products_category_created",
+            "category,created_at,id,price",
+        ),
+        (
+            "idx_products_category_price",
+            "category,price,id,created_at",
+        ),
+        ("idx_products_created", "created_at,id,price"),
+        ("idx_products_price", "price,id,created_at"),
+    ];
+    let columns: Vec<(&str, &str)> = columns
+        .iter()
+        .map(|(index, columns)| (index.as_str(), columns.as_str()))
+        .collect();
+    assert_eq!(columns, expected);
+    drop(conn);
     database.drop_database().await;
 }
 
