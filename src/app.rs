@@ -102,7 +102,8 @@ impl App {
         store.spawn_replica_monitor();
         let mut cache = ResponseCache::new(l1, l2, config.lock_wait)
             .with_invalidation_batch(config.invalidation_batch)
-            .with_admission(config.l2_admission);
+            .with_admission(config.l2_admission)
+            .with_first_miss_reads(config.l2_first_miss_reads);
         if let Some(window) = store.primary_window() {
             cache = cache.with_invalidation_hook(move || window.open());
         }

@@ -58,6 +58,8 @@ pub struct Config {
     pub invalidation_batch: Duration,
     /// `L2_ADMISSION`: which misses write their page to L2.
     pub l2_admission: crate::cache::AdmissionPolicy,
+    /// `L2_FIRST_MISS_READS`: whether a miss L2 does not admit reads L2 first.
+    pub l2_first_miss_reads: crate::cache::ProbePolicy,
     pub server: ServerSettings,
     /// The external catalogue and its sync; `None` when `API_URL` is not set.
     pub upstream: Option<UpstreamConfig>,
@@ -186,6 +188,8 @@ impl Config {
             lock_wait: env.millis("FILL_LOCK_WAIT_MS", 250)?,
             invalidation_batch: env.millis("INVALIDATION_BATCH_MS", 250)?,
             l2_admission: env.parse("L2_ADMISSION", crate::cache::AdmissionPolicy::SecondMiss)?,
+            l2_first_miss_reads: env
+                .parse("L2_FIRST_MISS_READS", crate::cache::ProbePolicy::ByYield)?,
             server: ServerSettings {
                 max_connections: env.parse("MAX_CONNECTIONS", 10_000)?,
                 header_read_timeout,
@@ -567,7 +571,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_setting() {
-        let cases: [(&[(&str, &str)], &str); 16] = [
+        let cases: [(&[(&str, &str)], &str); 17] = [
             (
                 &[("DATABASE_URL", "mysql://x/y"), ("REUSE_PORT", "yes")],
                 "REUSE_PORT",
@@ -617,6 +621,13 @@ mod tests {
             (
                 &[("DATABASE_URL", "mysql://x/y"), ("L2_ADMISSION", "always")],
                 "L2_ADMISSION",
+            ),
+            (
+                &[
+                    ("DATABASE_URL", "mysql://x/y"),
+                    ("L2_FIRST_MISS_READS", "never"),
+                ],
+                "L2_FIRST_MISS_READS",
             ),
             (
                 &[

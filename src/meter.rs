@@ -158,6 +158,13 @@ pub fn l2_write_skipped() {
     increment_kept(&HANDLE_SLOT, || counter!("cache_l2_writes_skipped_total"));
 }
 
+/// A first miss that did not read L2, first-miss reads having stopped paying
+/// (`L2_FIRST_MISS_READS=by-yield`). On the miss path, so its handle is kept.
+pub fn l2_read_skipped() {
+    static HANDLE_SLOT: OnceLock<Counter> = OnceLock::new();
+    increment_kept(&HANDLE_SLOT, || counter!("cache_l2_reads_skipped_total"));
+}
+
 /// Increments the counter `make` registers, keeping its handle in `slot` once the recorder is
 /// installed (a handle taken before would belong to the no-op recorder for good).
 fn increment_kept(slot: &OnceLock<Counter>, make: impl FnOnce() -> Counter) {

@@ -10,6 +10,7 @@ pub mod generation;
 pub mod key;
 pub mod l1;
 pub mod l2;
+pub mod probe;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +30,8 @@ use generation::{Generations, PendingScope, SharedState};
 pub use key::{CacheKey, Generation};
 use l1::L1;
 use l2::{Invalidation, Lookup, L2};
+use probe::Probe;
+pub use probe::ProbePolicy;
 
 /// A finished listing response, as cached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +83,8 @@ pub struct ResponseCache {
     invalidation_batch: Duration,
     /// Which misses write their page to L2 (`L2_ADMISSION`).
     admission: Admission,
+    /// Whether a first miss reads L2 (`L2_FIRST_MISS_READS`).
+    probe: Probe,
 }
 
 /// Pause between attempts to (re)subscribe to invalidations while Redis is unreachable.
@@ -102,6 +107,7 @@ impl ResponseCache {
             invalidation_requested: Arc::new(Notify::new()),
             invalidation_batch: Duration::ZERO,
             admission: Admission::new(AdmissionPolicy::EveryMiss),
+            probe: Probe::new(ProbePolicy::Always),
         }
     }
 
@@ -109,6 +115,13 @@ impl ResponseCache {
     #[must_use]
     pub fn with_admission(mut self, policy: AdmissionPolicy) -> Self {
         self.admission = Admission::new(policy);
+        self
+    }
+
+    /// Whether a miss L2 does not admit reads L2 first (see [`probe`]); always by default.
+    #[must_use]
+    pub fn with_first_miss_reads(mut self, policy: ProbePolicy) -> Self {
+        self.probe = Probe::new(policy);
         self
     }
 
@@ -352,7 +365,8 @@ impl ResponseCache {
     }
 
     /// L2, then the fill lock, then the load; the result goes to L2 for other instances. A
-    /// miss L2 does not admit (see [`admission`]) only reads L2 before its load.
+    /// miss L2 does not admit (see [`admission`]) at most reads L2 before its load (see
+    /// [`probe`]).
     async fn load_shared<F, Fut>(
         &self,
         key: &CacheKey,
@@ -363,8 +377,14 @@ impl ResponseCache {
         Fut: Future<Output = Result<CachedPage, StoreError>>,
     {
         if !self.admission.admits(key) {
-            if let Some(page) = self.l2.get(key).await {
-                return Ok((page, CacheStatus::HitL2));
+            if self.probe.reads() {
+                let page = self.l2.get(key).await;
+                self.probe.found(page.is_some());
+                if let Some(page) = page {
+                    return Ok((page, CacheStatus::HitL2));
+                }
+            } else {
+                crate::meter::l2_read_skipped();
             }
             crate::meter::l2_write_skipped();
             return Ok((load().await?, CacheStatus::Miss));

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use crate::helpers::{eventually, single_redis_keys, spawn_app, Options, TestApp, TestDatabase};
+use crate::helpers::{
+    eventually, sample, single_redis_keys, spawn_app, Options, TestApp, TestDatabase,
+};
 
 #[tokio::test]
 async fn a_matching_if_none_match_gets_304_and_equivalent_requests_share_an_entry() {
@@ -156,13 +158,8 @@ async fn a_page_missed_once_is_read_from_l2_but_not_written_to_it() {
     assert_eq!(second.get(url).await.header("x-cache"), Some("MISS"));
     assert_eq!(first.get(url).await.header("x-cache"), Some("HIT-L1"));
     // Counted (process-wide, so at least these two).
-    let metrics = String::from_utf8(first.get("/metrics").await.body).unwrap();
-    let skipped: f64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("cache_l2_writes_skipped_total "))
-        .expect("cache_l2_writes_skipped_total is exposed")
-        .parse()
-        .unwrap();
+    let skipped = sample(&first.metrics().await, "cache_l2_writes_skipped_total")
+        .expect("cache_l2_writes_skipped_total is exposed");
     assert!(skipped >= 2.0, "{skipped}");
 
     // A page an instance admitting every miss wrote is read on another's first miss.
@@ -172,6 +169,39 @@ async fn a_page_missed_once_is_read_from_l2_but_not_written_to_it() {
     assert_eq!(l2_pages(&options).await.len(), 1);
     assert_eq!(second.get(url).await.header("x-cache"), Some("HIT-L2"));
     for app in [first, second, writer] {
+        app.stop().await;
+    }
+    database.drop_database().await;
+}
+
+/// `L2_FIRST_MISS_READS=by-yield` (the default): after a window of first-miss reads that found
+/// nothing in L2, first misses stop reading it, so even a page L2 holds is loaded; an instance
+/// with `always` reads it.
+#[tokio::test]
+async fn first_misses_stop_reading_l2_after_a_window_of_reads_that_found_nothing() {
+    let database = TestDatabase::seeded(200).await;
+    let options = Options::new(&database);
+    let app = spawn_app(&options).await;
+    for band in 0..product_api::cache::probe::WINDOW {
+        let url = format!("/products/v1?take=5&min_price={band}");
+        assert_eq!(app.get(&url).await.header("x-cache"), Some("MISS"));
+    }
+
+    let writer = spawn_app(&options.clone().with("L2_ADMISSION", "every-miss")).await;
+    let url = "/products/v1?take=6&category=tops";
+    assert_eq!(writer.get(url).await.header("x-cache"), Some("MISS"));
+    assert_eq!(l2_pages(&options).await.len(), 1);
+    assert_eq!(
+        app.get(url).await.header("x-cache"),
+        Some("MISS"),
+        "the first miss after a barren window does not read L2"
+    );
+    let always = spawn_app(&options.clone().with("L2_FIRST_MISS_READS", "always")).await;
+    assert_eq!(always.get(url).await.header("x-cache"), Some("HIT-L2"));
+    let skipped = sample(&app.metrics().await, "cache_l2_reads_skipped_total")
+        .expect("cache_l2_reads_skipped_total is exposed");
+    assert!(skipped >= 1.0, "{skipped}");
+    for app in [app, writer, always] {
         app.stop().await;
     }
     database.drop_database().await;

@@ -274,6 +274,11 @@ impl TestApp {
         format!("http://{}{}", self.address, path_and_query)
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        String::from_utf8(self.get("/metrics").await.body).unwrap()
+    }
+
     pub async fn get(&self, path_and_query: &str) -> Reply {
         self.get_with(path_and_query, &[]).await
     }
@@ -431,4 +436,13 @@ pub async fn single_redis_keys(namespace: &str) -> Vec<String> {
         .query_async(&mut connection)
         .await
         .unwrap()
+}
+
+/// The value of one series in a Prometheus text exposition, e.g. `db_replica_healthy{replica="0"}`
+/// or `cache_l2_reads_skipped_total`.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.trim().parse().unwrap())
 }

@@ -15,7 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing_subscriber::EnvFilter;
 
-use crate::helpers::{eventually, socket_of, spawn_app, through, Options, TestApp, TestDatabase};
+use crate::helpers::{
+    self, eventually, socket_of, spawn_app, through, Options, TestApp, TestDatabase,
+};
 use crate::proxy::{Mode, Proxy};
 use crate::standin::{Catalogue, TokenEndpoint, CLIENT_ID, CLIENT_SECRET};
 
@@ -122,14 +124,11 @@ async fn a_warning_logged_inside_a_request_carries_its_request_id_in_both_format
 
 /// `name{labels} value` or `name value` from a Prometheus text exposition; 0 when absent.
 fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |value| value.trim().parse().unwrap())
+    helpers::sample(metrics, series).unwrap_or(0.0)
 }
 
 async fn metrics(app: &TestApp) -> String {
-    String::from_utf8(app.get("/metrics").await.body).unwrap()
+    app.metrics().await
 }
 
 #[tokio::test]

@@ -15,8 +15,8 @@ use mysql_async::prelude::Queryable;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    eventually, now_seconds, random_suffix, socket_of, spawn_app, store_settings, through, Options,
-    TestApp, TestDatabase,
+    eventually, now_seconds, random_suffix, sample, socket_of, spawn_app, store_settings, through,
+    Options, TestApp, TestDatabase,
 };
 use crate::proxy::{Mode, Proxy};
 
@@ -241,14 +241,6 @@ async fn listed(app: &TestApp, url: &str) -> usize {
     let reply = app.get(url).await;
     assert_eq!(reply.status, 200, "{url}");
     reply.json()["data"].as_array().unwrap().len()
-}
-
-/// The value of one series in the Prometheus text, e.g. `db_replica_healthy{replica="0"}`.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map(|value| value.trim().parse().unwrap())
 }
 
 #[tokio::test]
