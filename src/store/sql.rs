@@ -105,9 +105,8 @@ pub struct Band<'a> {
 /// ~1.5–3 µs (a random primary-key lookup, then the sort; the index carries the date since
 /// migration 0005, so rows before the cursor are skipped on the index), a date-index entry
 /// walked ~0.25 µs, a probed entry ~0.3 µs. At this bound a band read whole costs ≤ ~3 ms; a
-/// larger band holds more
-/// than 1,050 of the rows, so the walk meets a match at least every `rows / 1,050` entries:
-/// ≤ ~21,000 entries (~5 ms) in 1M rows, ≤ ~900 in a category of 42k.
+/// larger band holds more than 1,050 of the rows, so the walk meets a match at least every
+/// `rows / 1,050` entries: ≤ ~21,000 entries (~5 ms) in 1M rows, ≤ ~900 in a category of 42k.
 #[must_use]
 pub fn band_range_max(take: u8) -> u64 {
     50 * (u64::from(take) + 1)

@@ -163,15 +163,22 @@ async fn a_page_missed_once_is_read_from_l2_but_not_written_to_it() {
     assert!(skipped >= 2.0, "{skipped}");
 
     // A page an instance admitting every miss wrote is read on another's first miss.
-    let writer = spawn_app(&options.clone().with("L2_ADMISSION", "every-miss")).await;
     let url = "/products/v1?take=6&category=tops";
-    assert_eq!(writer.get(url).await.header("x-cache"), Some("MISS"));
-    assert_eq!(l2_pages(&options).await.len(), 1);
+    let writer = write_to_l2(&options, url).await;
     assert_eq!(second.get(url).await.header("x-cache"), Some("HIT-L2"));
     for app in [first, second, writer] {
         app.stop().await;
     }
     database.drop_database().await;
+}
+
+/// Puts `url`'s page in L2, the only page there, by a first miss at a new instance that
+/// admits every miss; that instance, to be stopped by the caller.
+async fn write_to_l2(options: &Options, url: &str) -> TestApp {
+    let writer = spawn_app(&options.clone().with("L2_ADMISSION", "every-miss")).await;
+    assert_eq!(writer.get(url).await.header("x-cache"), Some("MISS"));
+    assert_eq!(l2_pages(options).await.len(), 1);
+    writer
 }
 
 /// `L2_FIRST_MISS_READS=by-yield` (the default): after a window of first-miss reads that found
@@ -187,10 +194,8 @@ async fn first_misses_stop_reading_l2_after_a_window_of_reads_that_found_nothing
         assert_eq!(app.get(&url).await.header("x-cache"), Some("MISS"));
     }
 
-    let writer = spawn_app(&options.clone().with("L2_ADMISSION", "every-miss")).await;
     let url = "/products/v1?take=6&category=tops";
-    assert_eq!(writer.get(url).await.header("x-cache"), Some("MISS"));
-    assert_eq!(l2_pages(&options).await.len(), 1);
+    let writer = write_to_l2(&options, url).await;
     assert_eq!(
         app.get(url).await.header("x-cache"),
         Some("MISS"),
