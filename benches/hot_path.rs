@@ -92,7 +92,9 @@ fn request_stages(c: &mut Criterion) {
         let generations = Generations::default();
         b.iter(|| {
             let listing = black_box(&listing);
-            let generation = generations.of_listing(listing.query.filters.category.as_deref());
+            let filters = &listing.query.filters;
+            let generation =
+                generations.of_listing(filters.category.as_deref(), filters.search.as_ref());
             CacheKey::for_listing(listing, generation)
         });
     });

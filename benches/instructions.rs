@@ -67,7 +67,7 @@ fn warm_cursor() -> (CursorKey, Fingerprint, String) {
     (key, fingerprint, cursor)
 }
 
-/// The generations boxed: moved in and out of the counted function, their 66 counters by value
+/// The generations boxed: moved in and out of the counted function, their 323 counters by value
 /// would count a memmove the service never does.
 fn warm_cache_key() -> (Listing, Box<Generations>) {
     let listing = listing(&cursor_key());
@@ -76,9 +76,11 @@ fn warm_cache_key() -> (Listing, Box<Generations>) {
     (listing, generations)
 }
 
-/// As `ResponseCache::key_for`: the listing's category generation, then the key.
+/// As `ResponseCache::key_for`: the generation of the listing's category and search, then the
+/// key.
 fn key_of(listing: &Listing, generations: &Generations) -> CacheKey {
-    let generation = generations.of_listing(listing.query.filters.category.as_deref());
+    let filters = &listing.query.filters;
+    let generation = generations.of_listing(filters.category.as_deref(), filters.search.as_ref());
     CacheKey::for_listing(listing, generation)
 }
 

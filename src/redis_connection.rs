@@ -432,7 +432,7 @@ mod cluster_slots {
             );
         }
         // The miss path's two scripts take a page and its fill lock, the generation's two take
-        // the generation and its categories' hash: one slot each, tested below.
+        // the generation and its scopes' hash: one slot each, tested below.
         for source in [
             GET_OR_LOCK,
             SET_AND_UNLOCK,
@@ -471,7 +471,7 @@ mod cluster_slots {
     }
 
     #[tokio::test]
-    async fn the_generation_and_its_categories_share_a_slot() {
+    async fn the_generation_and_its_scopes_share_a_slot() {
         for namespace in ["product-api", "staging:eu", "x"] {
             let l2 = crate::cache::l2::L2::new(
                 &super::RedisTarget::single("redis://127.0.0.1:1/"),
@@ -485,7 +485,7 @@ mod cluster_slots {
             .unwrap();
             assert_eq!(
                 Slot::for_key(l2.generation_key()),
-                Slot::for_key(l2.categories_key()),
+                Slot::for_key(l2.scopes_key()),
                 "{namespace}"
             );
         }

@@ -191,17 +191,20 @@ impl L2 {
     /// generation this instance has seen: if Redis lost the generation, the new one is above it
     /// (see [`Self::catch_up_generation`]).
     pub async fn bump_generation(&self, scope: Scope, seen: u64) -> Option<SharedState> {
-        let (generation_key, categories_key) = (self.generation_key(), self.categories_key());
+        let (generation_key, scopes_key) = (self.generation_key(), self.scopes_key());
         let channel = self.invalidation_channel();
         self.call(|mut c| async move {
             let mut script = bump_generation().key(&generation_key);
-            script.key(&categories_key).arg(seen);
+            script.key(&scopes_key).arg(seen);
             if scope.is_everything() {
                 script.arg("*");
             } else {
                 script.arg("");
                 for bucket in scope.buckets() {
                     script.arg(bucket.index());
+                }
+                for bucket in scope.words() {
+                    script.arg(format!("w{}", bucket.index()));
                 }
             }
             let (generation, fields): (u64, Vec<String>) = script.invoke_async(&mut c).await?;
@@ -219,17 +222,17 @@ impl L2 {
     /// others already passed, and the others, whose generation never goes down, would go on
     /// reading L2 pages filled before later changes. A change may also have been counted only
     /// in the lost key, so the new value is above every one seen before (`seen + 1`: all
-    /// instances move to fresh keys), and it is published. The same holds for the categories'
+    /// instances move to fresh keys), and it is published. The same holds for the scopes'
     /// hash: when it does not describe the current generation (lost, or the generation moved by
-    /// an instance of a version without it), every category moves to the current generation.
+    /// an instance of a version without it), every bucket moves to the current generation.
     /// Both keys share a hash tag: cluster-safe.
     pub async fn catch_up_generation(&self, seen: u64) -> Option<SharedState> {
-        let (generation_key, categories_key) = (self.generation_key(), self.categories_key());
+        let (generation_key, scopes_key) = (self.generation_key(), self.scopes_key());
         let channel = self.invalidation_channel();
         self.call(|mut c| async move {
             let (generation, raised, fields): (u64, bool, Vec<String>) = catch_up_generation()
                 .key(&generation_key)
-                .key(&categories_key)
+                .key(&scopes_key)
                 .arg(seen)
                 .invoke_async(&mut c)
                 .await?;
@@ -289,11 +292,14 @@ impl L2 {
         format!("{}:generation", self.settings.namespace)
     }
 
-    /// `{<ns>:generation}:categories`: the generation key's name as hash tag, so both live in
-    /// one cluster slot (the namespace has no braces: `Config` refuses them) and are lost
-    /// together with their node.
-    pub(crate) fn categories_key(&self) -> String {
-        format!("{{{}:generation}}:categories", self.settings.namespace)
+    /// `{<ns>:generation}:scopes`: the generation key's name as hash tag, so both live in one
+    /// cluster slot (the namespace has no braces: `Config` refuses them) and are lost together
+    /// with their node. Named anew when word buckets joined the categories' (it was
+    /// `…:categories`): an instance of the version before moves the generation without touching
+    /// this hash, so its `at` falls behind the generation and whoever reads it next moves every
+    /// page, where sharing the old hash would have left search pages unmoved by its changes.
+    pub(crate) fn scopes_key(&self) -> String {
+        format!("{{{}:generation}}:scopes", self.settings.namespace)
     }
 
     fn invalidation_channel(&self) -> String {
@@ -376,13 +382,13 @@ fn set_and_unlock_script() -> &'static redis::Script {
     SCRIPT.get_or_init(|| redis::Script::new(SET_AND_UNLOCK))
 }
 
-/// `KEYS[1]` the generation, `KEYS[2]` the categories' hash (one hash tag); `ARGV[1]` the
+/// `KEYS[1]` the generation, `KEYS[2]` the scopes' hash (one hash tag); `ARGV[1]` the
 /// highest generation the caller has seen, `ARGV[2]` `*` for a change of everything, else the
-/// changed buckets follow. Moves the generation past both the stored one and `ARGV[1]`; records
-/// it for each bucket, or as the hash's `floor` for everything, and always as `at`. A hash whose
-/// `at` is not the stored generation missed changes (it was lost, or an instance without
-/// categories moved the generation with `INCR`): it starts over with the new generation as
-/// floor. Returns `{generation, HGETALL of the hash}`.
+/// changed buckets' fields follow (a category bucket's index, `w` and a word bucket's index).
+/// Moves the generation past both the stored one and `ARGV[1]`; records it for each bucket, or
+/// as the hash's `floor` for everything, and always as `at`. A hash whose `at` is not the stored
+/// generation missed changes (it was lost, or an instance of an older version moved the
+/// generation): it starts over with the new generation as floor. Returns `{generation, HGETALL of the hash}`.
 pub(crate) const BUMP_GENERATION: &str = r"
 local generation = tonumber(redis.call('GET', KEYS[1])) or 0
 local at = tonumber(redis.call('HGET', KEYS[2], 'at')) or 0
@@ -401,7 +407,7 @@ end
 redis.call('HSET', KEYS[2], 'at', new)
 return {tonumber(new), redis.call('HGETALL', KEYS[2])}";
 
-/// `KEYS[1]` the generation, `KEYS[2]` the categories' hash (one hash tag); `ARGV[1]` the
+/// `KEYS[1]` the generation, `KEYS[2]` the scopes' hash (one hash tag); `ARGV[1]` the
 /// highest generation the caller has seen. A stored generation below it or below the hash's
 /// `at` was lost: it becomes one above both. A hash whose `at` is not the generation missed
 /// changes: it starts over with the generation as floor. Returns `{generation, 1 if raised,

@@ -147,11 +147,14 @@ impl ResponseCache {
         }
     }
 
-    /// The key of a listing under its category's current generation.
+    /// The key of a listing under the current generation of its category and search word.
     #[must_use]
     pub fn key_for(&self, listing: &crate::request::Listing) -> CacheKey {
-        let category = listing.query.filters.category.as_deref();
-        CacheKey::for_listing(listing, self.generations.of_listing(category))
+        let filters = &listing.query.filters;
+        let generation = self
+            .generations
+            .of_listing(filters.category.as_deref(), filters.search.as_ref());
+        CacheKey::for_listing(listing, generation)
     }
 
     /// The deployment-wide generation (moved by every change) and the local count.

@@ -47,7 +47,7 @@ where
     };
     if let Applied::Changed(moved) = &applied {
         app.cache()
-            .invalidate_soon(Scope::of_categories(moved.categories()))
+            .invalidate_soon(Scope::of_change(moved.categories(), moved.texts()))
             .await;
     }
     app.cache()

@@ -30,13 +30,31 @@ pub enum Applied {
 /// category filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moved {
-    pub from: Option<String>,
-    pub to: Option<String>,
+    pub from: Option<Listed>,
+    pub to: Option<Listed>,
+}
+
+/// What of a product decides the listings it is in: its category and the text a search matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub category: String,
+    pub name: String,
+    pub description: String,
 }
 
 impl Moved {
     pub fn categories(&self) -> impl Iterator<Item = &str> {
-        self.from.iter().chain(&self.to).map(String::as_str)
+        self.versions().map(|listed| listed.category.as_str())
+    }
+
+    /// The names and descriptions before and after.
+    pub fn texts(&self) -> impl Iterator<Item = &str> {
+        self.versions()
+            .flat_map(|listed| [listed.name.as_str(), listed.description.as_str()])
+    }
+
+    fn versions(&self) -> impl Iterator<Item = &Listed> {
+        self.from.iter().chain(&self.to)
     }
 }
 
@@ -154,16 +172,25 @@ pub(super) async fn apply_change(
         return Ok(Applied::Stale);
     }
     // Under the version row's lock, so no other change of this product can come between.
-    let from: Option<String> = tx
+    let from = tx
         .exec_first(
-            "SELECT category FROM products WHERE external_id = ?",
+            "SELECT category, name, description FROM products WHERE external_id = ?",
             (external_id,),
         )
-        .await?;
+        .await?
+        .map(|(category, name, description)| Listed {
+            category,
+            name,
+            description,
+        });
     let to = match &event.change {
         ProductChange::Upsert(product) => {
             upsert_product(tx, product, from.is_some()).await?;
-            Some(product.category.clone())
+            Some(Listed {
+                category: product.category.clone(),
+                name: product.name.clone(),
+                description: product.description.clone(),
+            })
         }
         ProductChange::Delete { external_id } => {
             if from.is_some() {

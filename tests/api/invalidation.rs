@@ -1,11 +1,13 @@
-//! Cache invalidation per category: a product change moves the cached pages of its old and new
-//! category and of listings without a category filter, on every instance, and leaves the other
-//! categories' pages cached; whenever what moved is unknown, everything moves.
+//! Cache invalidation per category and search word: a product change moves the cached pages of
+//! its old and new category, of the searches its old and new text can match, and of listings
+//! without either filter, on every instance, and leaves the others cached; whenever what moved
+//! is unknown, everything moves.
 
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use product_api::cache::generation::Bucket;
+use product_api::cache::generation::{Bucket, Scope, WordBucket};
+use product_api::domain::search::SearchTerms;
 
 use crate::helpers::{
     eventually, now_seconds, random_suffix, spawn_app, Options, TestApp, TestDatabase,
@@ -28,6 +30,25 @@ fn categories_in_distinct_buckets(count: usize) -> Vec<String> {
         }
     }
     names
+}
+
+fn word_bucket(word: &str) -> Option<WordBucket> {
+    WordBucket::of_search(&SearchTerms::parse(word).unwrap().unwrap())
+}
+
+/// `count` fresh search words in distinct word buckets, none shared with the words of `avoid`.
+fn words_in_distinct_buckets(count: usize, avoid: &str) -> Vec<String> {
+    let taken: Vec<WordBucket> = Scope::of_change([], [avoid]).words().collect();
+    let mut words: Vec<String> = Vec::new();
+    while words.len() < count {
+        let word = format!("w{}", random_suffix());
+        let bucket = word_bucket(&word).unwrap();
+        if !taken.contains(&bucket) && words.iter().all(|other| word_bucket(other) != Some(bucket))
+        {
+            words.push(word);
+        }
+    }
+    words
 }
 
 fn category_url(category: &str) -> String {
@@ -315,7 +336,7 @@ async fn a_generation_moved_without_the_categories_moves_every_page() {
     database.drop_database().await;
 }
 
-/// The categories' hash lost (evicted, flushed) while the generation survived: the next change
+/// The scopes' hash lost (evicted, flushed) while the generation survived: the next change
 /// cannot know what moved since, so it moves every page.
 #[tokio::test]
 async fn a_change_after_the_categories_were_lost_moves_every_page() {
@@ -339,7 +360,7 @@ async fn a_change_after_the_categories_were_lost_moves_every_page() {
     assert!(cached(&app, &url).await.is_empty());
     let mut redis = redis(&options).await;
     let () = redis::cmd("DEL")
-        .arg(format!("{{{}:generation}}:categories", options.namespace))
+        .arg(format!("{{{}:generation}}:scopes", options.namespace))
         .query_async(&mut redis)
         .await
         .unwrap();
@@ -361,5 +382,153 @@ async fn a_change_after_the_categories_were_lost_moves_every_page() {
         "another category's page moved too"
     );
     app.stop().await;
+    database.drop_database().await;
+}
+
+/// A search page moves with the changes of products its word can find, before or after the
+/// change, and stays cached through the others; the pages without a filter move every time.
+#[tokio::test]
+async fn a_change_moves_the_search_pages_its_old_and_new_text_can_match() {
+    let database = TestDatabase::seeded(30).await;
+    let options = options(&database).with("INVALIDATION_BATCH_MS", "0");
+    let app = spawn_app(&options).await;
+    // The event's other words (its description, the category) must not share the words' buckets.
+    let [found, other] = <[String; 2]>::try_from(words_in_distinct_buckets(
+        2,
+        "from the webhook test tops renamed",
+    ))
+    .unwrap();
+    let found_url = format!("/products/v1?search={found}");
+    let other_url = format!("/products/v1?search={other}");
+    let created = event(
+        "product.created",
+        "2026-01-01T00:00:00Z",
+        "ext-word-1",
+        &found,
+        "tops",
+    );
+    deliver(&app, "evt-word-1", &created).await;
+    assert_eq!(cached(&app, &found_url).await, [found.as_str()]);
+    assert!(cached(&app, &other_url).await.is_empty());
+    let newest = cached(&app, NEWEST).await;
+
+    // A change `other` cannot find: its page stays, the unfiltered one moves.
+    let renamed = format!("{found} renamed");
+    let unrelated = event(
+        "product.updated",
+        "2026-01-02T00:00:00Z",
+        "ext-word-1",
+        &renamed,
+        "tops",
+    );
+    deliver(&app, "evt-word-2", &unrelated).await;
+    assert_eq!(app.get(&other_url).await.header("x-cache"), Some("HIT-L1"));
+    assert_eq!(app.get(&found_url).await.header("x-cache"), Some("MISS"));
+    assert_eq!(names(&app, &found_url).await, [renamed.as_str()]);
+    assert_ne!(names(&app, NEWEST).await, newest);
+
+    // The product's new text holds `other`: both words' pages move, by the old and the new text.
+    assert!(cached(&app, &found_url).await.len() == 1);
+    let moved = event(
+        "product.updated",
+        "2026-01-03T00:00:00Z",
+        "ext-word-1",
+        &other,
+        "tops",
+    );
+    deliver(&app, "evt-word-3", &moved).await;
+    assert!(
+        names(&app, &found_url).await.is_empty(),
+        "the old text's word"
+    );
+    assert_eq!(
+        names(&app, &other_url).await,
+        [other.as_str()],
+        "the new text's word"
+    );
+    app.stop().await;
+    database.drop_database().await;
+}
+
+/// The word buckets cover every row MariaDB's search conditions find, through both plans (the
+/// window walk's LIKE and REGEXP, the FULLTEXT index's boolean mode), for texts whose word
+/// starts are tricky: punctuation, underscores, digits, case, a match inside a word, and letters
+/// outside ASCII that the collation matches with ASCII ones (`ſ` is `s`, the Kelvin sign `k`).
+#[tokio::test]
+async fn word_buckets_cover_every_match_mariadb_finds() {
+    let database = TestDatabase::create().await;
+    let mut conn = database.pool.get_conn().await.unwrap();
+    let texts = [
+        "leather",
+        "LEATHER bag",
+        "x-leather",
+        "x_leather",
+        "x'leather",
+        "x.leather",
+        "(leather)",
+        "9leather",
+        "xleather",
+        "le ather",
+        "lea",
+        "leath3r",
+        "tab\tleather",
+        "123 leather",
+        "co-op cotton",
+        "cottonwood",
+        "walnut/leather",
+        "WALNUT",
+        "nut",
+        "\u{17f}teel case",
+        "\u{212a}elvin",
+    ];
+    for (id, text) in texts.iter().enumerate() {
+        conn.exec_drop(
+            "INSERT INTO products (name, description, price, category, created_at, updated_at) \
+             VALUES (?, 'x', 1.00, 'tops', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))",
+            (format!("{id} {text}"),),
+        )
+        .await
+        .unwrap();
+    }
+    let (mut matches, mut outside_ascii, mut not_in_scope) = (0, 0, 0);
+    for term in [
+        "leather", "lea", "eat", "ath", "cotton", "coo", "walnut", "nut", "123", "steel", "kel",
+    ] {
+        let terms = SearchTerms::parse(term).unwrap().unwrap();
+        let bucket = WordBucket::of_search(&terms).unwrap();
+        let walked: Vec<(String, String)> = conn
+            .exec(
+                "SELECT name, description FROM products WHERE \
+                 CONCAT_WS(' ', name, description) LIKE ? AND CONCAT_WS(' ', name, description) REGEXP ?",
+                (terms.substring_pattern(), terms.word_start_pattern()),
+            )
+            .await
+            .unwrap();
+        let indexed: Vec<(String, String)> = conn
+            .exec(
+                "SELECT name, description FROM products \
+                 WHERE MATCH (name, description) AGAINST (? IN BOOLEAN MODE)",
+                (terms.boolean_mode_expression(),),
+            )
+            .await
+            .unwrap();
+        for (name, description) in walked.iter().chain(&indexed) {
+            let scope = Scope::of_change([], [name.as_str(), description.as_str()]);
+            assert!(
+                scope.words().any(|moved| moved == bucket),
+                "{term:?} finds {name:?}, whose change would not move its pages"
+            );
+            matches += 1;
+            outside_ascii += usize::from(!name.is_ascii());
+        }
+        not_in_scope += texts
+            .iter()
+            .filter(|text| !Scope::of_change([], [**text]).words().any(|b| b == bucket))
+            .count();
+    }
+    assert!(matches >= 20, "{matches} matches");
+    assert!(outside_ascii >= 2, "{outside_ascii} matches outside ASCII");
+    assert!(not_in_scope > 0, "every text moves every word");
+    drop(conn);
     database.drop_database().await;
 }
