@@ -4,8 +4,12 @@
 //! `200 {"status":"duplicate"}`; a new event must be answered `processed`.
 //!
 //! Events update a fixed pool of products (`loadtest-0` … `loadtest-999`), so runs do
-//! not grow the table. Every processed event invalidates the listing caches (that is
-//! the service's design), which is why `mixed` sends few of them.
+//! not grow the table. Each product has the name and description of one product of the
+//! real catalogue (`tests/fixtures/dummyjson-products.json`, the same one every time),
+//! so the search pages an event moves (the service keeps them per word of the changed
+//! text) are those real changes would move: ~16 distinct word starts a product. Every
+//! processed event moves the cached pages of its category, of its words and of listings
+//! without a filter, which is why `mixed` sends few of them.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -29,10 +33,29 @@ const HISTORY: usize = 64;
 /// Products the events touch.
 const PRODUCTS: u32 = 1_000;
 /// A webhook user's pause in `mixed`: a few catalogue changes per second in all,
-/// each of which invalidates every cached page.
+/// each of which moves the pages of its category, its words and the unfiltered listings.
 const MIXED_WAIT: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(5));
 
+/// The real catalogue the events' texts come from.
+const CATALOGUE: &str = include_str!("../../../tests/fixtures/dummyjson-products.json");
+
 static SIGNER: OnceLock<Signer> = OnceLock::new();
+static TEXTS: OnceLock<Vec<Text>> = OnceLock::new();
+
+/// A catalogue product's name and description.
+#[derive(Debug, serde::Deserialize)]
+struct Text {
+    title: String,
+    description: String,
+}
+
+/// The name and description of pool product `product`: always the same for a product.
+fn text_of(product: u32) -> &'static Text {
+    let texts = TEXTS.get_or_init(|| {
+        serde_json::from_str(CATALOGUE).expect("tests/fixtures/dummyjson-products.json parses")
+    });
+    &texts[product as usize % texts.len()]
+}
 static RUN_ID: OnceLock<u64> = OnceLock::new();
 
 /// Sets the key deliveries are signed with; call once before the run starts.
@@ -130,14 +153,15 @@ fn remember(sent: &mut Vec<Sent>, delivery: Sent, index: usize) {
 fn new_event(user: usize, sequence: u64) -> Sent {
     let run = *RUN_ID.get_or_init(rand::random);
     let product = rand::random_range(0..PRODUCTS);
+    let text = text_of(product);
     let cents: u32 = rand::random_range(50..=500_000);
     let body = serde_json::json!({
         "type": "product.updated",
         "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         "data": {
             "external_id": format!("loadtest-{product}"),
-            "name": format!("Loadtest product {product}"),
-            "description": "Updated by the webhook load test.",
+            "name": text.title,
+            "description": text.description,
             "price": f64::from(cents) / 100.0,
             "category": api::pick(&api::CATEGORIES),
         }
@@ -254,6 +278,24 @@ mod tests {
         assert!((0.5..=5000.0).contains(&price));
         // Two decimal places at most: the service refuses more.
         assert!(((price * 100.0).round() - price * 100.0).abs() < 1e-6);
+        assert!(!body["data"]["name"].as_str().unwrap().is_empty());
+        assert!(!body["data"]["description"].as_str().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_product_keeps_its_catalogue_text_and_every_catalogue_product_is_used() {
+        assert_eq!(text_of(7).title, text_of(7).title);
+        let titles: std::collections::HashSet<&str> = (0..PRODUCTS)
+            .map(|product| text_of(product).title.as_str())
+            .collect();
+        let catalogue: std::collections::HashSet<&str> = TEXTS
+            .get()
+            .unwrap()
+            .iter()
+            .map(|text| text.title.as_str())
+            .collect();
+        assert_eq!(titles, catalogue);
+        assert!(titles.len() > 100);
     }
 
     #[test]
