@@ -23,9 +23,9 @@
 //! characters), and a search page carries the generation at which a change last touched its
 //! word's bucket: a change of "Oak desk" leaves the pages of `leather` cached. A search with a
 //! category takes the older of its category's and its word's versions. Measured in issue 5's
-//! `mixed` (perf/RESULTS.md): with every search page moved by every batch of webhook changes (a
-//! common word's refill walks ~1,300 rows), searches read MySQL three times as often, and a
-//! common word's p99 was 13–20 ms instead of 1.3–1.6 ms. The same rule as for categories keeps
+//! `mixed` with events carrying real catalogue text (perf/RESULTS.md): with every search page
+//! moved by every batch of webhook changes (a common word's refill walks ~1,300 rows), a common
+//! word's p99 was 16–27 ms instead of 8–12 ms. The same rule as for categories keeps
 //! it exact: only ASCII letters and digits at a word start of ASCII text, where matching is ASCII
 //! case-insensitive, get a bucket (checked against MariaDB's REGEXP and FULLTEXT by
 //! `word_buckets_cover_every_match_mariadb_finds`); a search word that starts with anything else
