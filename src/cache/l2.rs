@@ -388,7 +388,8 @@ fn set_and_unlock_script() -> &'static redis::Script {
 /// Moves the generation past both the stored one and `ARGV[1]`; records it for each bucket, or
 /// as the hash's `floor` for everything, and always as `at`. A hash whose `at` is not the stored
 /// generation missed changes (it was lost, or an instance of an older version moved the
-/// generation): it starts over with the new generation as floor. Returns `{generation, HGETALL of the hash}`.
+/// generation): it starts over with the new generation as floor. Returns `{generation, HGETALL
+/// of the hash}`.
 pub(crate) const BUMP_GENERATION: &str = r"
 local generation = tonumber(redis.call('GET', KEYS[1])) or 0
 local at = tonumber(redis.call('HGET', KEYS[2], 'at')) or 0

@@ -25,9 +25,9 @@ pub enum Applied {
     Duplicate,
 }
 
-/// The categories a changed product was in before and after the change (`None`: it did not
+/// A changed product's category and text before and after the change (`None`: it did not
 /// exist): the listings whose pages the change may have altered, besides those without a
-/// category filter.
+/// filter, are those of these categories and of the searches these texts can match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moved {
     pub from: Option<Listed>,

@@ -339,7 +339,7 @@ async fn a_generation_moved_without_the_categories_moves_every_page() {
 /// The scopes' hash lost (evicted, flushed) while the generation survived: the next change
 /// cannot know what moved since, so it moves every page.
 #[tokio::test]
-async fn a_change_after_the_categories_were_lost_moves_every_page() {
+async fn a_change_after_the_scopes_were_lost_moves_every_page() {
     let database = TestDatabase::seeded(30).await;
     let options = options(&database).with("INVALIDATION_BATCH_MS", "0");
     let app = spawn_app(&options).await;
@@ -428,7 +428,7 @@ async fn a_change_moves_the_search_pages_its_old_and_new_text_can_match() {
     assert_ne!(names(&app, NEWEST).await, newest);
 
     // The product's new text holds `other`: both words' pages move, by the old and the new text.
-    assert!(cached(&app, &found_url).await.len() == 1);
+    assert_eq!(cached(&app, &found_url).await.len(), 1);
     let moved = event(
         "product.updated",
         "2026-01-03T00:00:00Z",
