@@ -338,6 +338,22 @@ impl ResponseCache {
         if let Some(page) = self.l1.get(key).await {
             return Ok((page, CacheStatus::HitL1));
         }
+        // Boxed: inline, the miss path's state (L2 round trips, the fill lock, moka's entry,
+        // the store's query) would size every request's future, which hyper moves, kilobytes
+        // and all, a few times per L1 hit.
+        Box::pin(self.fill_l1(key, load)).await
+    }
+
+    /// An L1 miss: one loader per key fills L1 from L2 or from `load`.
+    async fn fill_l1<F, Fut>(
+        &self,
+        key: &CacheKey,
+        load: F,
+    ) -> Result<(CachedPage, CacheStatus), Arc<StoreError>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<CachedPage, StoreError>>,
+    {
         let mut origin = CacheStatus::HitL1;
         let entry = self
             .l1

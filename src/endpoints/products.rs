@@ -19,12 +19,9 @@ pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 pub async fn list(app: &App, uri: &Uri, headers: &HeaderMap) -> Result<HttpResponse, ApiError> {
     let listing = request::parse_listing(uri.query(), app.cursor_key())?;
     let key = app.cache().key_for(&listing);
-    // The miss path is boxed: a page read from MySQL costs far more than the allocation, and
-    // inline its future (the store's plans, the replica fallback) would make every request's
-    // future, cache hits included, larger than clippy's large_futures limit (16 KiB).
     let (page, status) = app
         .cache()
-        .get_or_load(&key, || Box::pin(build_page(app, &listing)))
+        .get_or_load(&key, || build_page(app, &listing))
         .await
         .map_err(ApiError::Database)?;
     crate::meter::cache_result(status);
@@ -35,9 +32,10 @@ pub async fn list(app: &App, uri: &Uri, headers: &HeaderMap) -> Result<HttpRespo
 async fn build_page(app: &App, listing: &Listing) -> Result<CachedPage, StoreError> {
     let page = app.store().list(&listing.query).await?;
     let sort = listing.query.sort;
-    let next_cursor = page
-        .next_position(sort)
-        .map(|position| app.cursor_key().encode(sort, listing.fingerprint, position));
+    let next_cursor = page.next_position(sort).map(|position| {
+        app.cursor_key()
+            .encode(sort, listing.fingerprint(), position)
+    });
     let body = response::page_body(&page, next_cursor.as_deref());
     let etag = etag::of(&body);
     let next_link = next_cursor.map(|cursor| next_link(listing, &cursor));

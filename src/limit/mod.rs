@@ -181,7 +181,9 @@ impl RateLimiter {
             }
             LeaseSpend::Empty { want } => want,
         };
-        match self.shared.take(&limiter.policy, client, want).await {
+        // Boxed: a Redis round trip once per lease; inline, its state would size every
+        // request's future.
+        match Box::pin(self.shared.take(&limiter.policy, client, want)).await {
             Some(grant) if grant.granted > 0 => {
                 limiter.store_lease(client, grant, now);
                 let remaining = local_remaining.min(grant.remaining + grant.granted - 1);

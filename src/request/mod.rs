@@ -23,7 +23,17 @@ pub struct Listing {
     /// Sort and filters in a canonical query-string form (`sort=-price&category=tops`): the basis
     /// of cache keys, cursor fingerprints and `Link` URLs, so equivalent requests agree.
     pub canonical_filters: String,
-    pub fingerprint: Fingerprint,
+}
+
+impl Listing {
+    /// The digest cursors of this sort and these filters carry.
+    ///
+    /// Computed on demand, not at parse: a cached first page needs none, and the SHA-256 was
+    /// the largest single cost of parsing one.
+    #[must_use]
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&self.canonical_filters)
+    }
 }
 
 /// A client mistake in the query string; each names the parameter at fault.
@@ -94,12 +104,11 @@ pub fn parse_listing(query: Option<&str>, cursor_key: &CursorKey) -> Result<List
         }
     }
     let canonical_filters = canonical_filters(sort, &filters);
-    let fingerprint = Fingerprint::of(&canonical_filters);
     let after = match raw.cursor.as_deref() {
         None => None,
         Some(text) => Some(
             cursor_key
-                .decode(text, sort, fingerprint)
+                .decode(text, sort, Fingerprint::of(&canonical_filters))
                 .map_err(ClientError::InvalidCursor)?,
         ),
     };
@@ -111,7 +120,6 @@ pub fn parse_listing(query: Option<&str>, cursor_key: &CursorKey) -> Result<List
             after,
         },
         canonical_filters,
-        fingerprint,
     })
 }
 
@@ -316,7 +324,7 @@ mod tests {
     fn cursor_is_bound_to_its_query() {
         let listing = parse("category=tops&sort=price").unwrap();
         let position = Position { key: 999, id: 42 };
-        let cursor = key().encode(Sort::PriceAsc, listing.fingerprint, position);
+        let cursor = key().encode(Sort::PriceAsc, listing.fingerprint(), position);
         let next = parse(&format!("sort=price&category=tops&cursor={cursor}&take=5")).unwrap();
         assert_eq!(next.query.after, Some(position));
         let other = parse(&format!("sort=price&category=tablets&cursor={cursor}"));

@@ -148,7 +148,7 @@ fn random_cursor(listing: &Listing<'_>) -> Result<String, Box<TransactionError>>
         key: key_value,
         id: rand::random_range(IDS),
     };
-    Ok(key.encode(sort, parsed.fingerprint, position))
+    Ok(key.encode(sort, parsed.fingerprint(), position))
 }
 
 fn setup_error(message: &str) -> TransactionError {
