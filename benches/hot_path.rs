@@ -116,5 +116,22 @@ fn serialize_page(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, request_stages, serialize_page);
+/// The ETag digest of a finished page: XXH3-128 (in use) against SHA-256 (before).
+fn etag_of_page(c: &mut Criterion) {
+    use sha2::Digest as _;
+    let body = page_body(
+        &page_of(20),
+        Some("AQP_pzJ6fIHOGQAAAAAAB5rkAAAAAAAAPBJ7ysfmfvuV0-muf-yRJ9dO"),
+    );
+    let mut group = c.benchmark_group("etag_page_20");
+    group.bench_function("xxh3_128", |b| {
+        b.iter(|| product_api::response::etag::of(black_box(&body)));
+    });
+    group.bench_function("sha256", |b| {
+        b.iter(|| sha2::Sha256::digest(black_box(&body)));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, request_stages, serialize_page, etag_of_page);
 criterion_main!(benches);
