@@ -141,9 +141,20 @@ struct WordMask([u64; WORD_BUCKETS / 64]);
 impl WordMask {
     const ALL: WordMask = WordMask([u64::MAX; WORD_BUCKETS / 64]);
 
+    /// The element of the array holding `bucket`, and its bit there.
+    fn position(bucket: WordBucket) -> (usize, u64) {
+        (bucket.index() / 64, 1 << (bucket.index() % 64))
+    }
+
     fn with(mut self, bucket: WordBucket) -> WordMask {
-        self.0[bucket.index() / 64] |= 1 << (bucket.index() % 64);
+        let (element, bit) = WordMask::position(bucket);
+        self.0[element] |= bit;
         self
+    }
+
+    fn contains(self, bucket: WordBucket) -> bool {
+        let (element, bit) = WordMask::position(bucket);
+        self.0[element] & bit != 0
     }
 
     fn union(mut self, other: WordMask) -> WordMask {
@@ -156,7 +167,7 @@ impl WordMask {
     fn buckets(self) -> impl Iterator<Item = WordBucket> {
         (0..=u8::MAX)
             .map(WordBucket)
-            .filter(move |bucket| self.0[bucket.index() / 64] & (1 << (bucket.index() % 64)) != 0)
+            .filter(move |&bucket| self.contains(bucket))
     }
 }
 
