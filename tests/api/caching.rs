@@ -257,8 +257,8 @@ async fn a_page_missed_again_after_a_change_is_filled_once_and_shared() {
 
 /// hyper keeps each request's future in its connection's dispatcher and moves it, bytes and
 /// all, a few times per request. Inline, the miss path, the webhook and the readiness check
-/// made it 7 KiB (14 KiB behind the panic guard), and copying it was ~5 % of the service's CPU
-/// on an L1 hit (`perf/flamegraph`); boxed, they no longer size the future of a cache hit.
+/// made it 7 KiB (14 KiB behind the panic guard), and copying it was ~7 % of the service's
+/// samples on an L1 hit (perf/RESULTS.md, sixth session); boxed, they no longer size it.
 #[tokio::test]
 async fn the_future_hyper_moves_per_request_stays_small() {
     let database = TestDatabase::create().await;
