@@ -284,7 +284,17 @@ mod tests {
 
     #[test]
     fn a_product_keeps_its_catalogue_text_and_every_catalogue_product_is_used() {
-        assert_eq!(text_of(7).title, text_of(7).title);
+        // Every event about a pool product carries that product's one catalogue text.
+        for sequence in 0..50 {
+            let body: serde_json::Value =
+                serde_json::from_str(&new_event(1, sequence).body).unwrap();
+            let data = &body["data"];
+            let product: u32 = data["external_id"].as_str().unwrap()["loadtest-".len()..]
+                .parse()
+                .unwrap();
+            assert_eq!(data["name"], text_of(product).title.as_str());
+            assert_eq!(data["description"], text_of(product).description.as_str());
+        }
         let titles: std::collections::HashSet<&str> = (0..PRODUCTS)
             .map(|product| text_of(product).title.as_str())
             .collect();
