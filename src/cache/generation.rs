@@ -331,17 +331,17 @@ impl Generations {
     #[must_use]
     pub fn of_listing(&self, category: Option<&str>, search: Option<&SearchTerms>) -> Generation {
         let local = self.local.load(Ordering::Acquire);
-        let floor = || self.floor.load(Ordering::Acquire);
-        let by_category = category.and_then(Bucket::of).map(|bucket| {
-            self.buckets[bucket.index()]
-                .load(Ordering::Acquire)
-                .max(floor())
-        });
-        let by_word = search.and_then(WordBucket::of_search).map(|bucket| {
-            self.words[bucket.index()]
-                .load(Ordering::Acquire)
-                .max(floor())
-        });
+        // A bucket's version: its last change's generation, or the floor if that is later.
+        let version = |slot: &AtomicU64| {
+            slot.load(Ordering::Acquire)
+                .max(self.floor.load(Ordering::Acquire))
+        };
+        let by_category = category
+            .and_then(Bucket::of)
+            .map(|bucket| version(&self.buckets[bucket.index()]));
+        let by_word = search
+            .and_then(WordBucket::of_search)
+            .map(|bucket| version(&self.words[bucket.index()]));
         let shared = match (by_category, by_word) {
             (Some(category), Some(word)) => category.min(word),
             (Some(one), None) | (None, Some(one)) => one,
