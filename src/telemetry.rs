@@ -153,8 +153,15 @@ where
     }
 }
 
+/// Whether [`access`] would write a line: checked first so that a request does not enter its
+/// id's scope (a clone of the id) for a line that the filter drops.
+#[must_use]
+pub fn access_enabled() -> bool {
+    tracing::enabled!(target: ACCESS_TARGET, tracing::Level::DEBUG)
+}
+
 /// The access log line of one answered request (debug, target `access`), emitted inside the
-/// request's span so it carries the request id.
+/// request id's scope (`RequestId::in_scope`) so it carries the id.
 pub fn access(method: &Method, route: Route, status: StatusCode, elapsed: Duration) {
     tracing::debug!(
         target: ACCESS_TARGET,

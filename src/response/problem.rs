@@ -36,6 +36,10 @@ impl Problem<'_> {
             out.extend_from_slice(b"\":");
             write_string(value, &mut out);
         }
+        crate::server::request_id::with_current(|id| {
+            out.extend_from_slice(b",\"request_id\":");
+            write_string(id, &mut out);
+        });
         out.push(b'}');
         out
     }
@@ -71,5 +75,24 @@ mod tests {
             serde_json::json!({"type": "/problems/invalid-parameter", "title": "Invalid parameter",
                 "status": 400, "detail": "parameter `take` must be \"1\"", "parameter": "take"})
         );
+    }
+
+    #[tokio::test]
+    async fn a_body_built_while_handling_a_request_names_its_id() {
+        let problem = Problem {
+            kind: "not-found",
+            title: "Not found",
+            status: StatusCode::NOT_FOUND,
+            detail: "no such route",
+            at_fault: None,
+        };
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-request-id", HeaderValue::from_static("req-1"));
+        let id = crate::server::request_id::RequestId::of(&headers);
+        let body = id.scope(async { problem.body() }).await;
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value["request_id"], "req-1");
+        let outside: serde_json::Value = serde_json::from_slice(&problem.body()).unwrap();
+        assert!(outside.get("request_id").is_none(), "{outside}");
     }
 }

@@ -87,16 +87,19 @@ pub async fn run(
                 let started = std::time::Instant::now();
                 let method = request.method().clone();
                 let route = crate::route::route(&method, request.uri().path());
-                let request_id = request_id::RequestId::of(request.headers());
-                let response = request_id
-                    .scope(guard_panics(&app, app.handle(peer, request)))
-                    .await;
-                let response = request_id.stamp(response).await;
+                let scoped = request_id::RequestId::of(request.headers())
+                    .scope(guard_panics(&app, app.handle(peer, request)));
+                tokio::pin!(scoped);
+                let mut response = scoped.as_mut().await;
+                let request_id = scoped.take_value().expect("the id is taken once, here");
                 let elapsed = started.elapsed();
                 crate::meter::request(&method, route, response.status(), elapsed);
-                request_id.in_scope(|| {
-                    crate::telemetry::access(&method, route, response.status(), elapsed);
-                });
+                if crate::telemetry::access_enabled() {
+                    request_id.in_scope(|| {
+                        crate::telemetry::access(&method, route, response.status(), elapsed);
+                    });
+                }
+                request_id.stamp(&mut response);
                 Ok::<_, std::convert::Infallible>(response)
             }
         });

@@ -4,11 +4,10 @@
 
 use std::future::Future;
 
-use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use http_body_util::{BodyExt, Full};
+use tokio::task::futures::TaskLocalFuture;
 
-use crate::response::{json::write_string, HttpResponse, PROBLEM_JSON};
+use crate::response::HttpResponse;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -61,14 +60,17 @@ impl RequestId {
     }
 
     /// Runs `future` as this request's: every event it logs carries `request_id`
-    /// (`telemetry`'s formatter reads [`current`]).
+    /// (`telemetry`'s formatter reads [`current`]), and every problem body it builds
+    /// ([`with_current`]).
     ///
     /// A task-local rather than a `tracing` span: a span costs a registry slot and the
     /// formatting of its fields on every request, logged or not (~390 ns with the JSON
     /// subscriber); setting a task-local costs a few ns per poll, and the id is only formatted
-    /// when a line is written (`cargo bench --bench observability`, perf/RESULTS.md).
-    pub fn scope<F: Future>(&self, future: F) -> impl Future<Output = F::Output> {
-        CURRENT.scope(self.clone(), future)
+    /// when a line is written (`cargo bench --bench observability`, perf/RESULTS.md). The id
+    /// moves in, and back out with [`TaskLocalFuture::take_value`] for [`RequestId::stamp`]:
+    /// a clone of a generated id would allocate its shared buffer on every request.
+    pub fn scope<F: Future>(self, future: F) -> TaskLocalFuture<RequestId, F> {
+        CURRENT.scope(self, future)
     }
 
     /// [`RequestId::scope`] for synchronous code (the access log line).
@@ -76,35 +78,16 @@ impl RequestId {
         CURRENT.sync_scope(self.clone(), f)
     }
 
-    /// Echoes the id in the response header and, for problem+json, in the body.
-    pub async fn stamp(&self, response: HttpResponse) -> HttpResponse {
-        let (mut parts, body) = response.into_parts();
-        parts.headers.insert(X_REQUEST_ID, self.0.clone());
-        if parts.headers.get(http::header::CONTENT_TYPE) != Some(&PROBLEM_JSON) {
-            return HttpResponse::from_parts(parts, body);
-        }
-        let bytes = body
-            .collect()
-            .await
-            .map(http_body_util::Collected::to_bytes)
-            .unwrap_or_default();
-        let body = with_member(&bytes, self.as_str());
-        parts.headers.remove(http::header::CONTENT_LENGTH);
-        HttpResponse::from_parts(parts, Full::new(body))
+    /// Echoes the id in the response header (problem bodies carry it from their building).
+    pub fn stamp(self, response: &mut HttpResponse) {
+        response.headers_mut().insert(X_REQUEST_ID, self.0);
     }
 }
 
-/// `{…}` → `{…,"request_id":"…"}`.
-fn with_member(object: &[u8], request_id: &str) -> Bytes {
-    let Some(without_brace) = object.strip_suffix(b"}") else {
-        return Bytes::copy_from_slice(object);
-    };
-    let mut out = Vec::with_capacity(object.len() + request_id.len() + 16);
-    out.extend_from_slice(without_brace);
-    out.extend_from_slice(b",\"request_id\":");
-    write_string(request_id, &mut out);
-    out.push(b'}');
-    BytesMut::from(&out[..]).freeze()
+/// Calls `f` with the id of the request being handled here, without cloning it; `None`
+/// outside a request's task.
+pub fn with_current<R>(f: impl FnOnce(&str) -> R) -> Option<R> {
+    CURRENT.try_with(|id| f(id.as_str())).ok()
 }
 
 fn is_sane(id: &[u8]) -> bool {
@@ -167,13 +150,5 @@ mod tests {
             assert_eq!(generated.len(), 32);
             assert!(generated.bytes().all(|b| b.is_ascii_hexdigit()));
         }
-    }
-
-    #[test]
-    fn adds_the_member_to_a_problem_object() {
-        assert_eq!(
-            &with_member(b"{\"status\":400}", "r1")[..],
-            b"{\"status\":400,\"request_id\":\"r1\"}"
-        );
     }
 }
