@@ -9,7 +9,7 @@
 //! `cargo bench --bench handler`; figures go to `perf/RESULTS.md` with the command.
 //!
 //! Not an instruction-count gate: building the `App` opens MySQL and Redis connections, and
-//! tokio, moka's housekeeping and the Redis connection tasks run on the measured thread at
+//! tokio's timers, the store's moka cache and the Redis connection tasks run on the measured thread at
 //! moments callgrind cannot separate from the request, so the count would move between runs.
 
 use std::collections::HashMap;

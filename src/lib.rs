@@ -21,7 +21,7 @@ pub mod route;
 pub mod limit;
 // one file per endpoint
 pub mod endpoints;
-// L1 (moka) → L2 (redis) with coalescing
+// L1 (quick_cache) → L2 (redis) with coalescing
 pub mod cache;
 // MySQL: the only module that talks to it
 pub mod store;

@@ -1,40 +1,294 @@
-//! L1: finished responses in process memory (moka), bounded by bytes.
+//! L1: finished responses in process memory (`quick_cache`), bounded by bytes.
 //!
-//! A hit costs no I/O at all. Concurrent misses of one key are coalesced by moka's entry API,
-//! so one instance sends one query per key however many requests wait for it.
+//! A hit costs no I/O, no allocation and no await: one hash, one shard read lock, the page's
+//! reference counts and a clock read. `quick_cache` replaced moka here because a hit is the
+//! whole of the busiest path, and moka's hit (`SipHash`, epoch pinning, a read log for its
+//! admission sketch) was a twentieth of the service's CPU there (perf/RESULTS.md, eighth
+//! session). It has no time-to-live, so each entry carries its expiry, checked on every read;
+//! an expired entry is replaced by the next miss of its key or evicted by newer ones, and the
+//! weigher bounds memory either way.
+//!
+//! Concurrent misses of one key are coalesced by `quick_cache`'s placeholders: one task loads
+//! and the others wait for its page. A failed load is stored too, as an entry no read serves,
+//! so that the tasks that were waiting for it share its error, as they would its page, instead
+//! of each retrying the failing store in turn; a request arriving after the failure loads
+//! again.
 
-use std::time::Duration;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use moka::future::Cache;
+use quick_cache::sync::{Cache, EntryAction, EntryResult};
+use quick_cache::Weighter;
 
 use super::{key::CacheKey, CachedPage};
+use crate::store::StoreError;
 
 /// The in-process cache.
 #[derive(Clone)]
 pub struct L1 {
-    pages: Cache<CacheKey, CachedPage>,
+    slots: Arc<Cache<CacheKey, Slot, ByBytes>>,
+    ttl: Duration,
 }
+
+/// What the cache holds for a key.
+#[derive(Clone)]
+enum Slot {
+    Page {
+        page: CachedPage,
+        expires: Instant,
+    },
+    /// The error of a load that other tasks were waiting for; `at` tells them from later
+    /// arrivals, which load again.
+    Failed {
+        error: Arc<StoreError>,
+        at: Instant,
+    },
+}
+
+/// How a miss was answered.
+#[derive(Debug)]
+pub enum Fill<T> {
+    /// This task loaded the page; `T` is what its load reported alongside.
+    Loaded(CachedPage, T),
+    /// Another task's load, waited for.
+    Joined(CachedPage),
+}
+
+/// Weighs an entry by the bytes of its key and page.
+#[derive(Clone)]
+struct ByBytes;
+
+impl Weighter<CacheKey, Slot> for ByBytes {
+    fn weight(&self, key: &CacheKey, slot: &Slot) -> u64 {
+        let value = match slot {
+            Slot::Page { page, .. } => page.weight(),
+            Slot::Failed { .. } => 0,
+        };
+        // Never zero: quick_cache never evicts a zero-weight entry.
+        (key.as_str().len() + value + 1) as u64
+    }
+}
+
+/// A page of 20 products is a few KiB: sizes the table, not the bound.
+const TYPICAL_ENTRY_BYTES: u64 = 8 * 1024;
 
 impl L1 {
     #[must_use]
     pub fn new(capacity_bytes: u64, ttl: Duration) -> Self {
-        let pages = Cache::builder()
-            .max_capacity(capacity_bytes)
-            .weigher(|key: &CacheKey, page: &CachedPage| {
-                u32::try_from(key.as_str().len() + page.weight()).unwrap_or(u32::MAX)
-            })
-            .time_to_live(ttl)
-            .build();
-        L1 { pages }
+        let entries = usize::try_from(capacity_bytes / TYPICAL_ENTRY_BYTES)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        L1 {
+            slots: Arc::new(Cache::with_weighter(entries, capacity_bytes, ByBytes)),
+            ttl,
+        }
     }
 
-    pub async fn get(&self, key: &CacheKey) -> Option<CachedPage> {
-        self.pages.get(key).await
-    }
-
-    /// The entry API, for coalesced loading.
+    /// The page for `key` if one is cached and not expired.
     #[must_use]
-    pub fn pages(&self) -> &Cache<CacheKey, CachedPage> {
-        &self.pages
+    pub fn get(&self, key: &CacheKey) -> Option<CachedPage> {
+        match self.slots.get(key)? {
+            Slot::Page { page, expires } if Instant::now() < expires => Some(page),
+            _ => None,
+        }
+    }
+
+    /// The page for `key`: cached, another task's load joined, or `load`ed here and cached.
+    pub async fn get_or_load<T, Fut>(
+        &self,
+        key: &CacheKey,
+        load: Fut,
+    ) -> Result<Fill<T>, Arc<StoreError>>
+    where
+        Fut: Future<Output = Result<(CachedPage, T), StoreError>>,
+    {
+        let arrived = Instant::now();
+        let found = self
+            .slots
+            .entry_async(key, |_, slot| match slot {
+                Slot::Page { page, expires } if Instant::now() < *expires => {
+                    EntryAction::Retain(Ok(page.clone()))
+                }
+                Slot::Failed { error, at } if *at >= arrived => {
+                    EntryAction::Retain(Err(error.clone()))
+                }
+                _ => EntryAction::ReplaceWithGuard,
+            })
+            .await;
+        let guard = match found {
+            EntryResult::Retained(joined) => return joined.map(Fill::Joined),
+            EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => Some(guard),
+            // Neither is asked for (no `Remove` action, no timeout); load uncoalesced.
+            EntryResult::Removed(..) | EntryResult::Timeout => None,
+        };
+        let loaded = load.await.map_err(Arc::new);
+        let slot = match &loaded {
+            Ok((page, _)) => Slot::Page {
+                page: page.clone(),
+                expires: Instant::now() + self.ttl,
+            },
+            Err(error) => Slot::Failed {
+                error: error.clone(),
+                at: Instant::now(),
+            },
+        };
+        match guard {
+            // Waiters get the slot even when it is too heavy to keep.
+            Some(guard) => drop(guard.insert(slot)),
+            None => self.slots.insert(key.clone(), slot),
+        }
+        loaded.map(|(page, reported)| Fill::Loaded(page, reported))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use futures::poll;
+    use http::HeaderValue;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::cache::Generation;
+    use crate::request::{cursor::CursorKey, parse_listing};
+
+    fn key() -> CacheKey {
+        let listing = parse_listing(Some("category=tops"), &CursorKey::new(b"k")).unwrap();
+        CacheKey::for_listing(&listing, Generation::default())
+    }
+
+    fn page(body: &'static str) -> CachedPage {
+        CachedPage {
+            body: Bytes::from_static(body.as_bytes()),
+            etag: HeaderValue::from_static("\"e\""),
+            next_link: None,
+        }
+    }
+
+    /// A load that counts itself and reports `who` loaded.
+    #[expect(
+        clippy::unused_async,
+        reason = "a load counts when it runs, not when it is made"
+    )]
+    async fn counted(
+        loads: &AtomicUsize,
+        who: &'static str,
+    ) -> Result<(CachedPage, &'static str), StoreError> {
+        loads.fetch_add(1, Ordering::SeqCst);
+        Ok((page(who), who))
+    }
+
+    #[tokio::test]
+    async fn tasks_missing_a_key_together_share_one_load() {
+        let (l1, key, loads) = (
+            L1::new(1 << 20, Duration::from_secs(60)),
+            key(),
+            AtomicUsize::new(0),
+        );
+        let (release, released) = oneshot::channel::<()>();
+        let mut leader = pin!(l1.get_or_load(&key, async {
+            released.await.unwrap();
+            counted(&loads, "leader").await
+        }));
+        assert!(poll!(&mut leader).is_pending(), "the leader holds the key");
+        let mut waiters: Vec<_> = (0..3)
+            .map(|_| Box::pin(l1.get_or_load(&key, counted(&loads, "waiter"))))
+            .collect();
+        for waiter in &mut waiters {
+            assert!(poll!(waiter).is_pending(), "a waiter waits for the leader");
+        }
+        release.send(()).unwrap();
+
+        assert!(matches!(leader.await, Ok(Fill::Loaded(p, "leader")) if p == page("leader")));
+        for waiter in waiters {
+            assert!(matches!(waiter.await, Ok(Fill::Joined(p)) if p == page("leader")));
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        assert_eq!(l1.get(&key), Some(page("leader")));
+    }
+
+    /// Waiters share a failed load's error rather than each retrying the store in turn; a
+    /// request arriving after the failure loads again.
+    #[tokio::test]
+    async fn tasks_waiting_for_a_failed_load_share_its_error_and_later_ones_retry() {
+        let (l1, key, loads) = (
+            L1::new(1 << 20, Duration::from_secs(60)),
+            key(),
+            AtomicUsize::new(0),
+        );
+        let (release, released) = oneshot::channel::<()>();
+        let mut leader = pin!(l1.get_or_load(&key, async {
+            released.await.unwrap();
+            loads.fetch_add(1, Ordering::SeqCst);
+            Err::<(CachedPage, &str), _>(StoreError::Saturated)
+        }));
+        assert!(poll!(&mut leader).is_pending());
+        let mut waiter = pin!(l1.get_or_load(&key, counted(&loads, "waiter")));
+        assert!(poll!(&mut waiter).is_pending());
+        release.send(()).unwrap();
+
+        let failed = leader.await.unwrap_err();
+        let shared = waiter.await.unwrap_err();
+        assert!(
+            Arc::ptr_eq(&failed, &shared),
+            "the waiter gets the leader's error"
+        );
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        assert_eq!(l1.get(&key), None, "an error is never a hit");
+
+        let later = l1.get_or_load(&key, counted(&loads, "later")).await;
+        assert!(matches!(later, Ok(Fill::Loaded(p, "later")) if p == page("later")));
+        assert_eq!(loads.load(Ordering::SeqCst), 2);
+    }
+
+    /// A loader whose request is dropped (its client left) hands the load to a waiter.
+    #[tokio::test]
+    async fn a_dropped_loader_hands_the_load_to_a_waiter() {
+        let (l1, key, loads) = (
+            L1::new(1 << 20, Duration::from_secs(60)),
+            key(),
+            AtomicUsize::new(0),
+        );
+        let mut leader = Box::pin(l1.get_or_load(&key, async {
+            std::future::pending::<()>().await;
+            counted(&loads, "leader").await
+        }));
+        assert!(poll!(&mut leader).is_pending());
+        let mut waiter = pin!(l1.get_or_load(&key, counted(&loads, "waiter")));
+        assert!(poll!(&mut waiter).is_pending());
+        drop(leader);
+
+        assert!(matches!(waiter.await, Ok(Fill::Loaded(p, "waiter")) if p == page("waiter")));
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_entry_is_served_until_its_time_to_live_and_never_after() {
+        let key = key();
+        let loads = AtomicUsize::new(0);
+        let lasting = L1::new(1 << 20, Duration::from_secs(60));
+        lasting
+            .get_or_load(&key, counted(&loads, "first"))
+            .await
+            .unwrap();
+        assert_eq!(lasting.get(&key), Some(page("first")));
+        let again = lasting.get_or_load(&key, counted(&loads, "second")).await;
+        assert!(matches!(again, Ok(Fill::Joined(p)) if p == page("first")));
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+
+        let expired = L1::new(1 << 20, Duration::ZERO);
+        expired
+            .get_or_load(&key, counted(&loads, "first"))
+            .await
+            .unwrap();
+        assert_eq!(expired.get(&key), None);
+        let again = expired.get_or_load(&key, counted(&loads, "second")).await;
+        assert!(matches!(again, Ok(Fill::Loaded(p, "second")) if p == page("second")));
+        assert_eq!(expired.get(&key), None);
+        assert_eq!(loads.load(Ordering::SeqCst), 3);
     }
 }

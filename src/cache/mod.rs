@@ -1,6 +1,6 @@
-//! Cache stage: finished responses (body, ETag, Link) in L1 (moka) over L2 (Redis).
+//! Cache stage: finished responses (body, ETag, Link) in L1 (`quick_cache`) over L2 (Redis).
 //!
-//! Owns coalescing: concurrent misses of a key make one load per instance (moka's entry API)
+//! Owns coalescing: concurrent misses of a key make one load per instance (L1's placeholders)
 //! and, across instances, one per key while the Redis fill lock is held; waiters read L2 and
 //! load themselves only when the holder is too slow. Never talks to MySQL itself: the caller
 //! passes the load.
@@ -28,7 +28,7 @@ pub use admission::AdmissionPolicy;
 pub use generation::Scope;
 use generation::{Generations, PendingScope, SharedState};
 pub use key::{CacheKey, Generation};
-use l1::L1;
+use l1::{Fill, L1};
 use l2::{Invalidation, Lookup, L2};
 use probe::Probe;
 pub use probe::ProbePolicy;
@@ -335,12 +335,12 @@ impl ResponseCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<CachedPage, StoreError>>,
     {
-        if let Some(page) = self.l1.get(key).await {
+        if let Some(page) = self.l1.get(key) {
             return Ok((page, CacheStatus::HitL1));
         }
-        // Boxed: inline, the miss path's state (L2 round trips, the fill lock, moka's entry,
-        // the store's query) would size every request's future, which hyper moves, kilobytes
-        // and all, a few times per L1 hit.
+        // Boxed: inline, the miss path's state (L2 round trips, the fill lock, the L1
+        // placeholder, the store's query) would size every request's future, which hyper moves,
+        // kilobytes and all, a few times per L1 hit.
         Box::pin(self.fill_l1(key, load)).await
     }
 
@@ -354,23 +354,14 @@ impl ResponseCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<CachedPage, StoreError>>,
     {
-        let mut origin = CacheStatus::HitL1;
-        let entry = self
+        match self
             .l1
-            .pages()
-            .entry_by_ref(key)
-            .or_try_insert_with(async {
-                let (page, status) = self.load_shared(key, load).await?;
-                origin = status;
-                Ok::<_, StoreError>(page)
-            })
-            .await?;
-        let status = if entry.is_fresh() {
-            origin
-        } else {
-            CacheStatus::HitL1
-        };
-        Ok((entry.into_value(), status))
+            .get_or_load(key, self.load_shared(key, load))
+            .await?
+        {
+            Fill::Loaded(page, origin) => Ok((page, origin)),
+            Fill::Joined(page) => Ok((page, CacheStatus::HitL1)),
+        }
     }
 
     /// Redis's state for `/ready`.
