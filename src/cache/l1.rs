@@ -169,6 +169,10 @@ mod tests {
         }
     }
 
+    fn lasting() -> L1 {
+        L1::new(1 << 20, Duration::from_secs(60))
+    }
+
     /// A load that counts itself and reports `who` loaded.
     #[expect(
         clippy::unused_async,
@@ -184,11 +188,7 @@ mod tests {
 
     #[tokio::test]
     async fn tasks_missing_a_key_together_share_one_load() {
-        let (l1, key, loads) = (
-            L1::new(1 << 20, Duration::from_secs(60)),
-            key(),
-            AtomicUsize::new(0),
-        );
+        let (l1, key, loads) = (lasting(), key(), AtomicUsize::new(0));
         let (release, released) = oneshot::channel::<()>();
         let mut leader = pin!(l1.get_or_load(&key, async {
             released.await.unwrap();
@@ -215,11 +215,7 @@ mod tests {
     /// request arriving after the failure loads again.
     #[tokio::test]
     async fn tasks_waiting_for_a_failed_load_share_its_error_and_later_ones_retry() {
-        let (l1, key, loads) = (
-            L1::new(1 << 20, Duration::from_secs(60)),
-            key(),
-            AtomicUsize::new(0),
-        );
+        let (l1, key, loads) = (lasting(), key(), AtomicUsize::new(0));
         let (release, released) = oneshot::channel::<()>();
         let mut leader = pin!(l1.get_or_load(&key, async {
             released.await.unwrap();
@@ -248,11 +244,7 @@ mod tests {
     /// A loader whose request is dropped (its client left) hands the load to a waiter.
     #[tokio::test]
     async fn a_dropped_loader_hands_the_load_to_a_waiter() {
-        let (l1, key, loads) = (
-            L1::new(1 << 20, Duration::from_secs(60)),
-            key(),
-            AtomicUsize::new(0),
-        );
+        let (l1, key, loads) = (lasting(), key(), AtomicUsize::new(0));
         let mut leader = Box::pin(l1.get_or_load(&key, async {
             std::future::pending::<()>().await;
             counted(&loads, "leader").await
@@ -270,7 +262,7 @@ mod tests {
     async fn an_entry_is_served_until_its_time_to_live_and_never_after() {
         let key = key();
         let loads = AtomicUsize::new(0);
-        let lasting = L1::new(1 << 20, Duration::from_secs(60));
+        let lasting = lasting();
         lasting
             .get_or_load(&key, counted(&loads, "first"))
             .await
