@@ -25,7 +25,7 @@ pub async fn list(app: &App, uri: &Uri, headers: &HeaderMap) -> Result<HttpRespo
         .await
         .map_err(ApiError::Database)?;
     crate::meter::cache_result(status);
-    Ok(respond(&page, status, headers, app.cache_control()))
+    Ok(respond(page, status, headers, app.cache_control()))
 }
 
 /// A miss of both cache levels: the store's rows as a finished, cacheable response.
@@ -46,30 +46,36 @@ async fn build_page(app: &App, listing: &Listing) -> Result<CachedPage, StoreErr
     })
 }
 
+/// Takes the page by value: its parts move into the response.
 fn respond(
-    page: &CachedPage,
+    page: CachedPage,
     status: CacheStatus,
     request_headers: &HeaderMap,
     cache_control: &HeaderValue,
 ) -> HttpResponse {
+    let CachedPage {
+        body,
+        etag: tag,
+        next_link,
+    } = page;
     let not_modified = request_headers
         .get(IF_NONE_MATCH)
-        .is_some_and(|value| etag::matches(value.as_bytes(), page.etag.as_bytes()));
+        .is_some_and(|value| etag::matches(value.as_bytes(), tag.as_bytes()));
     let mut response = if not_modified {
         let mut response = Response::new(Full::new(Bytes::new()));
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         response
     } else {
-        let mut response = Response::new(Full::new(page.body.clone()));
+        let mut response = Response::new(Full::new(body));
         response.headers_mut().insert(CONTENT_TYPE, JSON);
         response
     };
     let headers = response.headers_mut();
-    headers.insert(ETAG, page.etag.clone());
+    headers.insert(ETAG, tag);
     headers.insert(CACHE_CONTROL, cache_control.clone());
     headers.insert(X_CACHE, status.header_value());
-    if let Some(link) = &page.next_link {
-        headers.insert(LINK, link.clone());
+    if let Some(link) = next_link {
+        headers.insert(LINK, link);
     }
     response
 }

@@ -7,14 +7,14 @@ pub mod listener;
 pub mod request_id;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -42,17 +42,14 @@ pub async fn run(
     let connection_slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
-    // hyper (1.12) restarts its header-read timer whenever a kept-alive connection goes idle, so
-    // this bounds the idle wait plus the next head; the first head gets the shorter
-    // `header_read_timeout` from `first_head_deadline`.
-    http.timer(TokioTimer::new())
-        .header_read_timeout(
-            settings
-                .keep_alive_timeout
-                .max(settings.header_read_timeout),
-        )
+    // No timer for hyper: its header-read timeout re-arms a timer on every request; each
+    // connection's `idle_watchdog` bounds the same waits with one timer per idle period.
+    http.header_read_timeout(None)
         .max_header_size(settings.max_header_bytes)
         .keep_alive(true);
+    let idle_limit = settings
+        .keep_alive_timeout
+        .max(settings.header_read_timeout);
     let mut accept_backoff = Duration::from_millis(5);
     tokio::pin!(shutdown);
     loop {
@@ -78,13 +75,14 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let head_seen = Arc::new(AtomicBool::new(false));
-        let first_head = first_head_deadline(settings.header_read_timeout, head_seen.clone());
+        let activity = Arc::new(Activity::new());
+        let watchdog = idle_watchdog(activity.clone(), settings.header_read_timeout, idle_limit);
         let service = service_fn(move |request: hyper::Request<Incoming>| {
             let app = app.clone();
-            head_seen.store(true, Ordering::Relaxed);
+            let activity = activity.clone();
             async move {
-                let started = std::time::Instant::now();
+                let started = Instant::now();
+                activity.begin();
                 let method = request.method().clone();
                 let route = crate::route::route(&method, request.uri().path());
                 let scoped = request_id::RequestId::of(request.headers())
@@ -93,6 +91,7 @@ pub async fn run(
                 let mut response = scoped.as_mut().await;
                 let request_id = scoped.take_value().expect("the id is taken once, here");
                 let elapsed = started.elapsed();
+                activity.end(started + elapsed);
                 crate::meter::request(&method, route, response.status(), elapsed);
                 if crate::telemetry::access_enabled() {
                     request_id.in_scope(|| {
@@ -109,7 +108,7 @@ pub async fn run(
                 ended = connection => if let Err(error) = ended {
                     tracing::debug!(%error, "connection ended with an error");
                 },
-                () = first_head => tracing::debug!("no request head within the header read timeout; closed"),
+                () = watchdog => tracing::debug!("no request head within the idle limit; closed"),
             }
             drop(slot);
         });
@@ -123,12 +122,61 @@ pub async fn run(
     }
 }
 
-/// Resolves when a new connection has not delivered its first request head within `limit`
-/// (a slow or silent client holding a connection slot); never, once it has.
-async fn first_head_deadline(limit: Duration, head_seen: Arc<AtomicBool>) {
-    tokio::time::sleep(limit).await;
-    if head_seen.load(Ordering::Relaxed) {
-        std::future::pending::<()>().await;
+/// When a connection's last request ended, for its [`idle_watchdog`]: one atomic store per
+/// request, where hyper's header-read timeout moved a timer in tokio's wheel per request.
+struct Activity {
+    accepted: Instant,
+    /// [`Activity::NONE_YET`], [`Activity::BUSY`], or when the last request ended, in
+    /// milliseconds after `accepted`.
+    last: AtomicU64,
+}
+
+impl Activity {
+    const NONE_YET: u64 = u64::MAX;
+    const BUSY: u64 = u64::MAX - 1;
+
+    fn new() -> Self {
+        Activity {
+            accepted: Instant::now(),
+            last: AtomicU64::new(Self::NONE_YET),
+        }
+    }
+
+    /// A request head has arrived: the connection is not idle until [`Activity::end`].
+    fn begin(&self) {
+        self.last.store(Self::BUSY, Ordering::Relaxed);
+    }
+
+    fn end(&self, at: Instant) {
+        let millis = u64::try_from(at.duration_since(self.accepted).as_millis()).unwrap_or(0);
+        self.last
+            .store(millis.min(Self::BUSY - 1), Ordering::Relaxed);
+    }
+
+    /// When the connection's wait for its next head runs out, or `None` while it handles one.
+    fn deadline(&self, first_head: Duration, idle: Duration) -> Option<Instant> {
+        match self.last.load(Ordering::Relaxed) {
+            Self::NONE_YET => Some(self.accepted + first_head),
+            Self::BUSY => None,
+            ended => Some(self.accepted + Duration::from_millis(ended) + idle),
+        }
+    }
+}
+
+/// Resolves when a connection has waited too long for a request head: `first_head` after it was
+/// accepted (a silent or slow client holding a slot), or `idle` after its last request ended
+/// (kept alive and idle, or a slow next head). A request being handled is never cut: its own
+/// deadlines bound it. Sleeps until the current deadline and rechecks, so a busy connection
+/// wakes about once per `idle`, not once per request.
+async fn idle_watchdog(activity: Arc<Activity>, first_head: Duration, idle: Duration) {
+    loop {
+        let deadline = activity
+            .deadline(first_head, idle)
+            .unwrap_or_else(|| Instant::now() + idle);
+        if deadline <= Instant::now() {
+            return;
+        }
+        tokio::time::sleep_until(deadline.into()).await;
     }
 }
 

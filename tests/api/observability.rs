@@ -245,6 +245,54 @@ async fn an_idle_keep_alive_connection_lives_for_the_keep_alive_timeout_then_is_
     database.drop_database().await;
 }
 
+/// A slow client on a kept-alive connection: after one answer, part of the next head and then
+/// nothing. It gets the keep-alive timeout from its last answer, as an idle one does.
+#[tokio::test]
+async fn a_kept_alive_connection_that_does_not_finish_its_next_head_is_closed() {
+    let database = TestDatabase::create().await;
+    let options = Options::new(&database)
+        .with("HEADER_READ_TIMEOUT_MS", "300")
+        .with("KEEP_ALIVE_TIMEOUT_MS", "1200");
+    let app = spawn_app(&options).await;
+    let mut stream = TcpStream::connect(app.address).await.unwrap();
+    assert!(health_on(&mut stream).await.starts_with("HTTP/1.1 200"));
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nhost: te")
+        .await
+        .unwrap();
+    let waited = closed_after(&mut stream, Duration::from_secs(5)).await;
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_millis(2_500),
+        "closed after {waited:?}"
+    );
+    app.stop().await;
+    database.drop_database().await;
+}
+
+/// The idle limits bound the wait for a head, never the handling of a request: one that takes
+/// longer than both (a slow database) is answered on its connection.
+#[tokio::test]
+async fn a_request_outlasting_the_idle_limits_is_answered() {
+    let database = TestDatabase::seeded(5).await;
+    let mysql = Proxy::start(socket_of(&database.url)).await;
+    let mut options = Options::new(&database)
+        .with("HEADER_READ_TIMEOUT_MS", "200")
+        .with("KEEP_ALIVE_TIMEOUT_MS", "300")
+        .with("DB_QUERY_TIMEOUT_MS", "5000");
+    options.database_url = through(&database.url, mysql.address);
+    let app = spawn_app(&options).await;
+    mysql.set(Mode::Latency(Duration::from_millis(400)));
+    let started = Instant::now();
+    let answer = app.get("/products/v1?take=3").await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(
+        started.elapsed() > Duration::from_millis(300),
+        "the query really outlasted the limits"
+    );
+    app.stop().await;
+    database.drop_database().await;
+}
+
 #[tokio::test]
 async fn a_connection_that_does_not_finish_its_first_head_is_closed_after_the_header_read_timeout()
 {
