@@ -87,6 +87,7 @@ impl App {
             .await
             .context("connecting to MySQL (DATABASE_URL)")?;
         let l1 = L1::new(config.l1_capacity_bytes, config.l1_ttl);
+        l1.spawn_sweeper();
         let redis = config.redis_target();
         if redis.is_cluster() {
             tracing::info!("REDIS_CLUSTER_URLS is set: every Redis use goes to the Redis Cluster");

@@ -4,9 +4,10 @@
 //! reference counts and a clock read. `quick_cache` replaced moka here because a hit is the
 //! whole of the busiest path, and moka's hit (`SipHash`, epoch pinning, a read log for its
 //! admission sketch) was a twentieth of the service's CPU there (perf/RESULTS.md, eighth
-//! session). It has no time-to-live, so each entry carries its expiry, checked on every read;
-//! an expired entry is replaced by the next miss of its key or evicted by newer ones, and the
-//! weigher bounds memory either way.
+//! session). It has no time-to-live, so each entry carries its expiry, checked on every read,
+//! and a sweeper ([`L1::spawn_sweeper`]) drops expired entries, so that memory follows the live
+//! entries, and falls when traffic does, rather than filling to the weigher's bound with pages
+//! no read may serve.
 //!
 //! Concurrent misses of one key are coalesced by `quick_cache`'s placeholders: one task loads
 //! and the others wait for its page. A failed load is stored too, as an entry no read serves,
@@ -15,7 +16,7 @@
 //! again.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use quick_cache::sync::{Cache, EntryAction, EntryResult};
@@ -46,6 +47,13 @@ enum Slot {
     },
 }
 
+impl Slot {
+    /// Whether a read may still serve it; a failure is only ever shared with its waiters.
+    fn is_live(&self, now: Instant) -> bool {
+        matches!(self, Slot::Page { expires, .. } if now < *expires)
+    }
+}
+
 /// How a miss was answered.
 #[derive(Debug)]
 pub enum Fill<T> {
@@ -70,6 +78,15 @@ impl Weighter<CacheKey, Slot> for ByBytes {
     }
 }
 
+/// The sweeper's shortest pause, for tiny time-to-lives (tests): a sweep locks every shard in
+/// turn.
+const MIN_SWEEP_PAUSE: Duration = Duration::from_millis(100);
+
+fn sweep(slots: &Cache<CacheKey, Slot, ByBytes>) {
+    let now = Instant::now();
+    slots.retain(|_, slot| slot.is_live(now));
+}
+
 /// A page of 20 products is a few KiB: sizes the table, not the bound.
 const TYPICAL_ENTRY_BYTES: u64 = 8 * 1024;
 
@@ -83,6 +100,31 @@ impl L1 {
             slots: Arc::new(Cache::with_weighter(entries, capacity_bytes, ByBytes)),
             ttl,
         }
+    }
+
+    /// Drops expired entries (and stored failures) four times per time-to-live, until the
+    /// cache is gone: an entry then outlives its expiry by at most a quarter of its life.
+    pub fn spawn_sweeper(&self) {
+        let slots: Weak<_> = Arc::downgrade(&self.slots);
+        let every = (self.ttl / 4).max(MIN_SWEEP_PAUSE);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(slots) = slots.upgrade() else { return };
+                sweep(&slots);
+            }
+        });
+    }
+
+    /// Entries held, expired ones included until a sweep.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
     }
 
     /// The page for `key` if one is cached and not expired.
@@ -282,5 +324,33 @@ mod tests {
         assert!(matches!(again, Ok(Fill::Loaded(p, "second")) if p == page("second")));
         assert_eq!(expired.get(&key), None);
         assert_eq!(loads.load(Ordering::SeqCst), 3);
+    }
+
+    /// A sweep drops what no read may serve: expired pages and stored failures.
+    #[tokio::test]
+    async fn a_sweep_drops_expired_pages_and_failures_and_keeps_live_ones() {
+        let loads = AtomicUsize::new(0);
+        let failing = async { Err::<(CachedPage, &str), _>(StoreError::Saturated) };
+        let lasting = lasting();
+        lasting
+            .get_or_load(&key(), counted(&loads, "live"))
+            .await
+            .unwrap();
+        let other = CacheKey::for_listing(
+            &parse_listing(Some("category=shoes"), &CursorKey::new(b"k")).unwrap(),
+            Generation::default(),
+        );
+        lasting.get_or_load(&other, failing).await.unwrap_err();
+        let expired = L1::new(1 << 20, Duration::ZERO);
+        expired
+            .get_or_load(&key(), counted(&loads, "old"))
+            .await
+            .unwrap();
+        assert_eq!((lasting.len(), expired.len()), (2, 1));
+
+        sweep(&lasting.slots);
+        sweep(&expired.slots);
+        assert_eq!((lasting.len(), expired.len()), (1, 0));
+        assert_eq!(lasting.get(&key()), Some(page("live")));
     }
 }
