@@ -226,6 +226,14 @@ pub fn panic_caught() {
     counter!("http_server_panics_total").increment(1);
 }
 
+/// What the L1 holds after a sweep: entries and their weight (key and response bytes).
+// Entry counts and byte weights stay far below 2^52, where f64 is exact.
+#[allow(clippy::cast_precision_loss)]
+pub fn l1_size(entries: usize, weight_bytes: u64) {
+    gauge!("cache_l1_entries").set(entries as f64);
+    gauge!("cache_l1_bytes").set(weight_bytes as f64);
+}
+
 /// How far the running catalogue sync is.
 // Product counts stay far below 2^52, where f64 is exact.
 #[allow(clippy::cast_precision_loss)]

@@ -85,6 +85,7 @@ const MIN_SWEEP_PAUSE: Duration = Duration::from_millis(100);
 fn sweep(slots: &Cache<CacheKey, Slot, ByBytes>) {
     let now = Instant::now();
     slots.retain(|_, slot| slot.is_live(now));
+    crate::meter::l1_size(slots.len(), slots.weight());
 }
 
 /// A page of 20 products is a few KiB: sizes the table, not the bound.
@@ -103,7 +104,8 @@ impl L1 {
     }
 
     /// Drops expired entries (and stored failures) four times per time-to-live, until the
-    /// cache is gone: an entry then outlives its expiry by at most a quarter of its life.
+    /// cache is gone: an entry then outlives its expiry by at most a quarter of its life. Each
+    /// sweep reports what is left (`cache_l1_entries`, `cache_l1_bytes`).
     pub fn spawn_sweeper(&self) {
         let slots: Weak<_> = Arc::downgrade(&self.slots);
         let every = (self.ttl / 4).max(MIN_SWEEP_PAUSE);
@@ -326,7 +328,8 @@ mod tests {
         assert_eq!(loads.load(Ordering::SeqCst), 3);
     }
 
-    /// A sweep drops what no read may serve: expired pages and stored failures.
+    /// A sweep drops what no read may serve, expired pages and stored failures, and reports
+    /// what is left.
     #[tokio::test]
     async fn a_sweep_drops_expired_pages_and_failures_and_keeps_live_ones() {
         let loads = AtomicUsize::new(0);
@@ -348,9 +351,23 @@ mod tests {
             .unwrap();
         assert_eq!((lasting.len(), expired.len()), (2, 1));
 
-        sweep(&lasting.slots);
         sweep(&expired.slots);
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        metrics::with_local_recorder(&recorder, || sweep(&lasting.slots));
         assert_eq!((lasting.len(), expired.len()), (1, 0));
         assert_eq!(lasting.get(&key()), Some(page("live")));
+
+        let exposition = recorder.handle().render();
+        let weight = lasting.slots.weight();
+        assert!(weight > 0);
+        for line in [
+            "cache_l1_entries 1".to_owned(),
+            format!("cache_l1_bytes {weight}"),
+        ] {
+            assert!(
+                exposition.lines().any(|l| l == line),
+                "{line} in {exposition}"
+            );
+        }
     }
 }
