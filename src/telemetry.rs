@@ -132,24 +132,22 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let Some(id) = crate::server::request_id::current() else {
-            return self.inner.format_event(ctx, writer, event);
-        };
-        match self.format {
+        let with_id = crate::server::request_id::with_current(|id| match self.format {
             LogFormat::Json => {
                 let mut line = String::with_capacity(256);
                 self.inner
                     .format_event(ctx, Writer::new(&mut line), event)?;
                 match line.strip_prefix('{') {
-                    Some(rest) => write!(writer, "{{\"request_id\":\"{}\",{rest}", id.as_str()),
+                    Some(rest) => write!(writer, "{{\"request_id\":\"{id}\",{rest}"),
                     None => writer.write_str(&line),
                 }
             }
             LogFormat::Text => {
-                write!(writer, "request_id={} ", id.as_str())?;
-                self.inner.format_event(ctx, writer, event)
+                write!(writer, "request_id={id} ")?;
+                self.inner.format_event(ctx, writer.by_ref(), event)
             }
-        }
+        });
+        with_id.unwrap_or_else(|| self.inner.format_event(ctx, writer, event))
     }
 }
 

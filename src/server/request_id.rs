@@ -19,12 +19,6 @@ tokio::task_local! {
     static CURRENT: RequestId;
 }
 
-/// The id of the request being handled here, if any (none outside a request's task).
-#[must_use]
-pub fn current() -> Option<RequestId> {
-    CURRENT.try_with(RequestId::clone).ok()
-}
-
 /// The id of one request, as a header value (validated: visible ASCII of a safe set).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(HeaderValue);
@@ -60,8 +54,8 @@ impl RequestId {
     }
 
     /// Runs `future` as this request's: every event it logs carries `request_id`
-    /// (`telemetry`'s formatter reads [`current`]), and every problem body it builds
-    /// ([`with_current`]).
+    /// (`telemetry`'s formatter) and every problem body it builds: both read it with
+    /// [`with_current`].
     ///
     /// A task-local rather than a `tracing` span: a span costs a registry slot and the
     /// formatting of its fields on every request, logged or not (~390 ns with the JSON
