@@ -3,6 +3,18 @@
 # cpu_ticks PID: the process's user + system time so far, in clock ticks (/proc/PID/stat).
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
+# wrk_with_cpu PID OUTPUT WRK_ARGS...: one wrk run (its command line on stderr, its output kept in
+# the file OUTPUT); prints "req/s cpu-µs-per-request" of the server PID over that run.
+wrk_with_cpu() {
+    local pid="$1" output="$2" before after
+    shift 2
+    before="$(cpu_ticks "$pid")"
+    echo "+ wrk $*" >&2
+    wrk "$@" >"$output"
+    after="$(cpu_ticks "$pid")"
+    wrk_rate_and_cpu "$output" $((after - before))
+}
+
 # wrk_rate_and_cpu WRK_OUTPUT TICKS: "req/s cpu-µs-per-request" of one wrk run whose output is
 # in the file WRK_OUTPUT, during which the server spent TICKS clock ticks.
 wrk_rate_and_cpu() {
