@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use metrics::{counter, gauge, histogram, Counter, Histogram, SharedString};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::cache::CacheStatus;
@@ -168,10 +168,15 @@ pub fn l2_read_skipped() {
 /// Increments the counter `make` registers, keeping its handle in `slot` once the recorder is
 /// installed (a handle taken before would belong to the no-op recorder for good).
 fn increment_kept(slot: &OnceLock<Counter>, make: impl FnOnce() -> Counter) {
+    with_kept(slot, make, |counter| counter.increment(1));
+}
+
+/// Runs `act` on the handle `make` registers, kept in `slot` as [`increment_kept`] keeps it.
+fn with_kept<T>(slot: &OnceLock<T>, make: impl FnOnce() -> T, act: impl FnOnce(&T)) {
     if HANDLE.get().is_some() {
-        slot.get_or_init(make).increment(1);
+        act(slot.get_or_init(make));
     } else {
-        make().increment(1);
+        act(&make());
     }
 }
 
@@ -292,19 +297,36 @@ pub fn db_pool_max(connections: usize) {
     gauge!("db_pool_connections_max").set(connections as f64);
 }
 
-/// A connection was handed out (+1) or returned (-1).
+/// A connection was handed out (+1) or returned (-1). Twice per query, so its handle is kept.
 pub fn db_pool_in_use(delta: f64) {
-    gauge!("db_pool_connections_in_use").increment(delta);
+    static HANDLE_SLOT: OnceLock<Gauge> = OnceLock::new();
+    with_kept(
+        &HANDLE_SLOT,
+        || gauge!("db_pool_connections_in_use"),
+        |gauge| gauge.increment(delta),
+    );
 }
 
-/// A caller started (+1) or stopped (-1) waiting for a connection.
+/// A caller started (+1) or stopped (-1) waiting for a connection. Twice per query, so its
+/// handle is kept.
 pub fn db_pool_waiting(delta: f64) {
-    gauge!("db_pool_waiting").increment(delta);
+    static HANDLE_SLOT: OnceLock<Gauge> = OnceLock::new();
+    with_kept(
+        &HANDLE_SLOT,
+        || gauge!("db_pool_waiting"),
+        |gauge| gauge.increment(delta),
+    );
 }
 
-/// How long one caller waited for a connection (also when it gave up).
+/// How long one caller waited for a connection (also when it gave up). Once per query, so its
+/// handle is kept.
 pub fn db_pool_wait(waited: Duration) {
-    histogram!(DB_POOL_WAIT).record(waited.as_secs_f64());
+    static HANDLE_SLOT: OnceLock<Histogram> = OnceLock::new();
+    with_kept(
+        &HANDLE_SLOT,
+        || histogram!(DB_POOL_WAIT),
+        |histogram| histogram.record(waited.as_secs_f64()),
+    );
 }
 
 /// A request gave up waiting for a connection after `DB_POOL_WAIT_MS` (answered 503).
