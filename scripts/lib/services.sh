@@ -222,6 +222,8 @@ innodb_ft_min_token_size       = 3
 # their B-tree descents into hash lookups. Off by default in MariaDB 10.6+ and MySQL 8.4;
 # measured here (perf/ab uncached, 32 users): +8–10 % throughput (perf/RESULTS.md).
 innodb_adaptive_hash_index     = ON
+# Extra [mysqld] lines for this start only (perf/ab's A_CNF / B_CNF); none by default.
+${MARIADB_EXTRA_CNF:-}
 
 [client]
 user                           = root
