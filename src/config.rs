@@ -5,6 +5,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use clap::ValueEnum;
+
 use crate::cache::l2::L2Settings;
 use crate::store::{ReplicaSettings, StoreSettings};
 
@@ -187,9 +189,9 @@ impl Config {
             },
             lock_wait: env.millis("FILL_LOCK_WAIT_MS", 250)?,
             invalidation_batch: env.millis("INVALIDATION_BATCH_MS", 250)?,
-            l2_admission: env.parse("L2_ADMISSION", crate::cache::AdmissionPolicy::SecondMiss)?,
+            l2_admission: env.choice("L2_ADMISSION", crate::cache::AdmissionPolicy::SecondMiss)?,
             l2_first_miss_reads: env
-                .parse("L2_FIRST_MISS_READS", crate::cache::ProbePolicy::ByYield)?,
+                .choice("L2_FIRST_MISS_READS", crate::cache::ProbePolicy::ByYield)?,
             server: ServerSettings {
                 max_connections: env.parse("MAX_CONNECTIONS", 10_000)?,
                 header_read_timeout,
@@ -203,9 +205,9 @@ impl Config {
             rate_limit: rate_limit(&env)?,
             log_format: env
                 .text("LOG_FORMAT")
-                .map(|text| text.parse())
+                .map(|text| choice(&text))
                 .transpose()
-                .map_err(|reason: String| invalid("LOG_FORMAT", reason))?,
+                .map_err(|reason| invalid("LOG_FORMAT", reason))?,
         })
     }
 }
@@ -475,6 +477,19 @@ fn encode(value: &str) -> String {
     out
 }
 
+/// One of `T`'s named values, case and surrounding spaces ignored; else the reason, naming
+/// every value.
+pub(crate) fn choice<T: ValueEnum>(text: &str) -> Result<T, String> {
+    T::from_str(text.trim(), true).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(ValueEnum::to_possible_value)
+            .map(|value| format!("`{}`", value.get_name()))
+            .collect();
+        format!("must be one of {}", names.join(", "))
+    })
+}
+
 fn invalid(name: &'static str, reason: String) -> ConfigError {
     ConfigError::Invalid { name, reason }
 }
@@ -498,6 +513,14 @@ impl Env<'_> {
                 .parse()
                 .map_err(|error| invalid(name, format!("{text:?} is not valid: {error}"))),
         }
+    }
+
+    /// [`choice`] of the variable, or `default` when it is unset.
+    fn choice<T: ValueEnum>(&self, name: &'static str, default: T) -> Result<T, ConfigError> {
+        self.text(name).map_or(Ok(default), |text| {
+            choice(&text)
+                .map_err(|reason| invalid(name, format!("{text:?} is not valid: {reason}")))
+        })
     }
 
     fn millis(&self, name: &'static str, default: u64) -> Result<Duration, ConfigError> {

@@ -8,7 +8,6 @@
 
 use std::fmt;
 use std::io::IsTerminal as _;
-use std::str::FromStr;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -25,8 +24,8 @@ use crate::route::Route;
 /// only trace events are compiled out, and a disabled debug event costs one atomic load).
 pub const ACCESS_TARGET: &str = "access";
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How log lines are written (`LOG_FORMAT`: `json`, `text`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     /// One JSON object per line: what log shippers parse.
     Json,
@@ -46,18 +45,6 @@ impl LogFormat {
                 LogFormat::Json
             }
         })
-    }
-}
-
-impl FromStr for LogFormat {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "json" => Ok(LogFormat::Json),
-            "text" => Ok(LogFormat::Text),
-            _ => Err("must be `json` or `text`".into()),
-        }
     }
 }
 
@@ -177,9 +164,12 @@ mod tests {
 
     #[test]
     fn formats_parse_case_insensitively_and_name_the_choices() {
-        assert_eq!("JSON".parse::<LogFormat>(), Ok(LogFormat::Json));
-        assert_eq!(" text ".parse::<LogFormat>(), Ok(LogFormat::Text));
-        assert!("yaml".parse::<LogFormat>().unwrap_err().contains("json"));
+        use crate::config::choice;
+        assert_eq!(choice("JSON"), Ok(LogFormat::Json));
+        assert_eq!(choice(" text "), Ok(LogFormat::Text));
+        assert!(choice::<LogFormat>("yaml")
+            .unwrap_err()
+            .contains("`json`, `text`"));
         assert_eq!(
             LogFormat::or_detect(Some(LogFormat::Json)),
             LogFormat::Json,

@@ -13,32 +13,19 @@
 //! lock exists for, keep their cross-instance coalescing. What a first miss gives up is that
 //! coalescing for a key no instance has missed before: at most one load per instance.
 
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use fastbloom::AtomicBloomFilter;
 
 use super::CacheKey;
 
-/// `L2_ADMISSION`: when a miss writes its page to L2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `L2_ADMISSION`: when a miss writes its page to L2 (`every-miss`, `second-miss`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AdmissionPolicy {
     /// Every miss takes the fill lock and writes its page.
     EveryMiss,
     /// A key's first miss at this instance reads L2 but neither locks nor writes.
     SecondMiss,
-}
-
-impl FromStr for AdmissionPolicy {
-    type Err = &'static str;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "every-miss" => Ok(AdmissionPolicy::EveryMiss),
-            "second-miss" => Ok(AdmissionPolicy::SecondMiss),
-            _ => Err("must be `second-miss` or `every-miss`"),
-        }
-    }
 }
 
 /// Keys one half of the doorkeeper holds before the older half is cleared: with both halves
@@ -204,17 +191,11 @@ mod tests {
 
     #[test]
     fn the_policy_parses_and_names_its_values() {
-        assert_eq!(
-            "second-miss".parse::<AdmissionPolicy>(),
-            Ok(AdmissionPolicy::SecondMiss)
-        );
-        assert_eq!(
-            " Every-Miss ".parse::<AdmissionPolicy>(),
-            Ok(AdmissionPolicy::EveryMiss)
-        );
-        assert!("always"
-            .parse::<AdmissionPolicy>()
+        use crate::config::choice;
+        assert_eq!(choice("second-miss"), Ok(AdmissionPolicy::SecondMiss));
+        assert_eq!(choice(" Every-Miss "), Ok(AdmissionPolicy::EveryMiss));
+        assert!(choice::<AdmissionPolicy>("always")
             .unwrap_err()
-            .contains("second-miss"));
+            .contains("`second-miss`"));
     }
 }

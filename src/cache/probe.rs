@@ -16,7 +16,6 @@
 //! what the page's first miss would cost without L2. Second misses, the herd the fill lock is
 //! for, always read L2.
 
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 
@@ -31,25 +30,13 @@ pub const MIN_YIELD: u32 = 8;
 /// While reads do not pay, one first miss in this many reads L2.
 pub const SAMPLE: u32 = 16;
 
-/// `L2_FIRST_MISS_READS`: when a first miss reads L2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `L2_FIRST_MISS_READS`: when a first miss reads L2 (`always`, `by-yield`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProbePolicy {
     /// Every first miss reads L2.
     Always,
     /// Every first miss while reads find pages, one in [`SAMPLE`] while they do not.
     ByYield,
-}
-
-impl FromStr for ProbePolicy {
-    type Err = &'static str;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "always" => Ok(ProbePolicy::Always),
-            "by-yield" => Ok(ProbePolicy::ByYield),
-            _ => Err("must be `by-yield` or `always`"),
-        }
-    }
 }
 
 /// Decides, per first miss, whether it reads L2, from the yield of the reads before it.
@@ -166,14 +153,11 @@ mod tests {
 
     #[test]
     fn the_policy_parses_and_names_its_values() {
-        assert_eq!(
-            " By-Yield ".parse::<ProbePolicy>(),
-            Ok(ProbePolicy::ByYield)
-        );
-        assert_eq!("always".parse::<ProbePolicy>(), Ok(ProbePolicy::Always));
-        assert!("never"
-            .parse::<ProbePolicy>()
+        use crate::config::choice;
+        assert_eq!(choice(" By-Yield "), Ok(ProbePolicy::ByYield));
+        assert_eq!(choice("always"), Ok(ProbePolicy::Always));
+        assert!(choice::<ProbePolicy>("never")
             .unwrap_err()
-            .contains("by-yield"));
+            .contains("`by-yield`"));
     }
 }
