@@ -86,6 +86,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn escapes_inside_and_across_eight_byte_words_are_written() {
+        let mut out = Vec::new();
+        write_string(
+            "plain words\t\"quoted\"\u{1}\\ and a tail longer than a word",
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            br#""plain words\t\"quoted\"\u0001\\ and a tail longer than a word""#
+        );
+    }
+
     proptest! {
         #[test]
         fn matches_serde_json(value in "\\PC{0,40}|[\\x00-\\x1f\"\\\\]{0,10}|(\\PC{0,12}[\\x00-\\x1f\"\\\\]){0,6}\\PC{0,12}") {
