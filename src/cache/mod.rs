@@ -28,7 +28,7 @@ pub use admission::AdmissionPolicy;
 pub use generation::Scope;
 use generation::{Generations, PendingScope, SharedState};
 pub use key::{CacheKey, Generation};
-use l1::{Fill, L1};
+use l1::{Fill, Loaded, L1};
 use l2::{Invalidation, Lookup, L2};
 use probe::Probe;
 pub use probe::ProbePolicy;
@@ -376,38 +376,48 @@ impl ResponseCache {
 
     /// L2, then the fill lock, then the load; the result goes to L2 for other instances. A
     /// miss L2 does not admit (see [`admission`]) at most reads L2 before its load (see
-    /// [`probe`]).
+    /// [`probe`]), and its page is not kept in L1 either, only held in its window
+    /// ([`l1`]), unless another instance stored it in L2.
     async fn load_shared<F, Fut>(
         &self,
         key: &CacheKey,
         load: F,
-    ) -> Result<(CachedPage, CacheStatus), StoreError>
+    ) -> Result<Loaded<CacheStatus>, StoreError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<CachedPage, StoreError>>,
     {
+        let kept = |page, origin| Loaded {
+            page,
+            keep: true,
+            report: origin,
+        };
         if !self.admission.admits(key) {
             if self.probe.reads() {
                 let page = self.l2.get(key).await;
                 self.probe.found(page.is_some());
                 if let Some(page) = page {
-                    return Ok((page, CacheStatus::HitL2));
+                    return Ok(kept(page, CacheStatus::HitL2));
                 }
             } else {
                 crate::meter::l2_read_skipped();
             }
             crate::meter::l2_write_skipped();
-            return Ok((load().await?, CacheStatus::Miss));
+            return Ok(Loaded {
+                page: load().await?,
+                keep: false,
+                report: CacheStatus::Miss,
+            });
         }
         // Two round trips on a miss: the page or the lock, then the page stored and the lock
         // released together.
         let lock = match self.l2.get_or_lock(key).await {
-            Lookup::Page(page) => return Ok((page, CacheStatus::HitL2)),
+            Lookup::Page(page) => return Ok(kept(page, CacheStatus::HitL2)),
             Lookup::Lock(lock) => lock,
         };
         if matches!(lock, Lock::Busy) {
             if let Some(page) = self.wait_for_fill(key).await {
-                return Ok((page, CacheStatus::HitL2));
+                return Ok(kept(page, CacheStatus::HitL2));
             }
         }
         let page = load().await;
@@ -417,7 +427,7 @@ impl ResponseCache {
             (Err(_), Lock::Held(token)) => self.l2.unlock(key, token).await,
             (Err(_), _) => {}
         }
-        Ok((page?, CacheStatus::Miss))
+        Ok(kept(page?, CacheStatus::Miss))
     }
 
     /// Polls L2 with growing pauses until the holder's page appears or `lock_wait` passes.
