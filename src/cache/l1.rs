@@ -14,8 +14,9 @@
 //! read again, which moves them to the kept part; the others are kept at once: a listing asked for once (a deep cursor, a price band nobody repeats) is still
 //! there for an immediate repeat, but cannot fill the cache. Filled with such pages, the whole
 //! capacity churned through memory at the miss rate: under `loadtest uncached` a 1 MiB L1 gave
-//! 8.5 % more requests a second than the 64 MiB default, the service 9 % and MariaDB 6 % less
-//! CPU per request (perf/RESULTS.md, ninth session).
+//! 8.5 % more requests a second than the 64 MiB default; with the window the service spent
+//! 3.6 % less CPU per request and the p99 fell from 9.47 to 8.83 ms, while `mixed` read ~1–2 %
+//! more from MySQL (perf/RESULTS.md, ninth session).
 //!
 //! Concurrent misses of one key are coalesced by `quick_cache`'s placeholders: one task loads
 //! and the others wait for its page. A failed load is stored too, as an entry no read serves,
