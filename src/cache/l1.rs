@@ -133,6 +133,16 @@ const TYPICAL_ENTRY_BYTES: u64 = 8 * 1024;
 /// The window's share of the capacity: 4 MiB of the default 64 MiB, a few hundred pages.
 const WINDOW_SHARE: u64 = 16;
 
+/// The window's least size (up to half the capacity): a load's waiters read its page from the
+/// window, and `quick_cache` drops a page heavier than a shard's share instead of storing it, so
+/// a small window would turn every waiter of a large page into a loader of its own.
+const WINDOW_FLOOR: u64 = 1024 * 1024;
+
+/// The window's bytes for an L1 of `capacity_bytes`.
+fn window_bytes(capacity_bytes: u64) -> u64 {
+    (capacity_bytes / WINDOW_SHARE).max(WINDOW_FLOOR.min(capacity_bytes / 2))
+}
+
 fn slots(capacity_bytes: u64) -> Slots {
     let entries = usize::try_from(capacity_bytes / TYPICAL_ENTRY_BYTES)
         .unwrap_or(usize::MAX)
@@ -143,7 +153,7 @@ fn slots(capacity_bytes: u64) -> Slots {
 impl L1 {
     #[must_use]
     pub fn new(capacity_bytes: u64, ttl: Duration) -> Self {
-        let window = capacity_bytes / WINDOW_SHARE;
+        let window = window_bytes(capacity_bytes);
         L1 {
             tiers: Arc::new(Tiers {
                 kept: slots(capacity_bytes - window),
@@ -433,6 +443,35 @@ mod tests {
         })
     }
 
+    /// Waiters read a load's page from the window: a window too small to store it would turn
+    /// each of them into a loader.
+    #[tokio::test]
+    async fn a_small_l1_still_shares_a_large_page_with_its_waiters() {
+        let (l1, key, loads) = (
+            L1::new(256 * 1024, Duration::from_secs(60)),
+            key(),
+            AtomicUsize::new(0),
+        );
+        let large = Bytes::from(vec![b'x'; 100 * 1024]);
+        let (release, released) = oneshot::channel::<()>();
+        let mut leader = pin!(l1.get_or_load(&key, async {
+            released.await.unwrap();
+            loads.fetch_add(1, Ordering::SeqCst);
+            passing(large.clone()).await
+        }));
+        assert!(poll!(&mut leader).is_pending());
+        let mut waiter = pin!(l1.get_or_load(&key, async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            passing(large.clone()).await
+        }));
+        assert!(poll!(&mut waiter).is_pending());
+        release.send(()).unwrap();
+
+        assert!(matches!(leader.await, Ok(Fill::Loaded(..))));
+        assert!(matches!(waiter.await, Ok(Fill::Joined(page)) if page.body == large));
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+    }
+
     #[tokio::test]
     async fn a_first_sighting_stays_in_the_window_until_it_is_read_again() {
         let (l1, key) = (lasting(), key());
@@ -448,15 +487,15 @@ mod tests {
     #[tokio::test]
     async fn first_sightings_turn_over_in_the_window_and_never_fill_the_kept_part() {
         let l1 = L1::new(64 * 1024, Duration::from_secs(60));
-        for index in 0..200 {
+        for index in 0..400 {
             let body = Bytes::from(vec![b'x'; 512]);
             l1.get_or_load(&key_of(&format!("c{index}")), passing(body))
                 .await
                 .unwrap();
         }
         assert_eq!(l1.tiers.kept.len(), 0);
-        assert!(l1.tiers.window.weight() <= 64 * 1024 / WINDOW_SHARE);
-        assert!(l1.tiers.window.len() < 200, "the window turned over");
+        assert!(l1.tiers.window.weight() <= window_bytes(64 * 1024));
+        assert!(l1.tiers.window.len() < 400, "the window turned over");
     }
 
     /// A sweep drops what no read may serve, expired pages and stored failures, and reports
