@@ -9,6 +9,7 @@
 /// names and descriptions are long runs of plain text, and a byte-at-a-time match was the
 /// largest single symbol of the service on the cache-miss path (`perf/flamegraph`).
 pub fn write_string(value: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(value.len() + 2);
     out.push(b'"');
     let bytes = value.as_bytes();
@@ -23,12 +24,25 @@ pub fn write_string(value: &str, out: &mut Vec<u8>) {
             }
         }
         let byte = bytes[index];
-        if let Some(escape) = escape_of(byte) {
-            out.extend_from_slice(&bytes[start..index]);
-            escape.write(out);
-            start = index + 1;
-        }
         index += 1;
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => &[],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..index - 1]);
+        if escape.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0xf)]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = index;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
@@ -47,38 +61,6 @@ const fn may_need_escape(word: u64) -> bool {
     let quote = has_zero_byte(word ^ (ONES * b'"' as u64));
     let backslash = has_zero_byte(word ^ (ONES * b'\\' as u64));
     control | quote | backslash != 0
-}
-
-/// How one byte is written inside a JSON string, when not as itself.
-enum Escape {
-    Short(&'static [u8]),
-    Unicode(u8),
-}
-
-impl Escape {
-    fn write(self, out: &mut Vec<u8>) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        match self {
-            Escape::Short(text) => out.extend_from_slice(text),
-            Escape::Unicode(byte) => {
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(byte >> 4)]);
-                out.push(HEX[usize::from(byte & 0xf)]);
-            }
-        }
-    }
-}
-
-fn escape_of(byte: u8) -> Option<Escape> {
-    Some(match byte {
-        b'"' => Escape::Short(b"\\\""),
-        b'\\' => Escape::Short(b"\\\\"),
-        b'\n' => Escape::Short(b"\\n"),
-        b'\r' => Escape::Short(b"\\r"),
-        b'\t' => Escape::Short(b"\\t"),
-        0..=0x1f => Escape::Unicode(byte),
-        _ => return None,
-    })
 }
 
 #[cfg(test)]
