@@ -50,6 +50,13 @@ struct Tiers {
     window: Slots,
 }
 
+impl Tiers {
+    /// The kept page for `key` a read may serve at `now`.
+    fn kept_page(&self, key: &CacheKey, now: Instant) -> Option<CachedPage> {
+        self.kept.get(key).and_then(|slot| slot.page_at(now))
+    }
+}
+
 /// What the cache holds for a key.
 #[derive(Clone)]
 enum Slot {
@@ -195,7 +202,7 @@ impl L1 {
     #[must_use]
     pub fn get(&self, key: &CacheKey) -> Option<CachedPage> {
         let now = Instant::now();
-        if let Some(page) = self.tiers.kept.get(key).and_then(|slot| slot.page_at(now)) {
+        if let Some(page) = self.tiers.kept_page(key, now) {
             return Some(page);
         }
         let slot = self.tiers.window.get(key)?;
@@ -217,12 +224,7 @@ impl L1 {
     where
         Fut: Future<Output = Result<Loaded<T>, StoreError>>,
     {
-        if let Some(page) = self
-            .tiers
-            .kept
-            .get(key)
-            .and_then(|slot| slot.page_at(Instant::now()))
-        {
+        if let Some(page) = self.tiers.kept_page(key, Instant::now()) {
             return Ok(Fill::Joined(page));
         }
         let window = &self.tiers.window;
@@ -269,8 +271,7 @@ impl L1 {
             // too (sharing its bytes) and leaves with the window's turnover. They get it even
             // when it is too heavy for the window.
             Some(guard) => drop(guard.insert(slot)),
-            None if !keep => window.insert(key.clone(), slot),
-            None => {}
+            None => window.insert(key.clone(), slot),
         }
         loaded.map(|loaded| Fill::Loaded(loaded.page, loaded.report))
     }
