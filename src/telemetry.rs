@@ -48,15 +48,6 @@ impl LogFormat {
     }
 }
 
-impl fmt::Display for LogFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LogFormat::Json => "json",
-            LogFormat::Text => "text",
-        })
-    }
-}
-
 /// Installs the global subscriber once (stderr, `RUST_LOG`); later calls (tests) are no-ops.
 pub fn init(format: Option<LogFormat>) {
     let format = LogFormat::or_detect(format);
