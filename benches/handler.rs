@@ -50,6 +50,7 @@ fn store_settings() -> StoreSettings {
         query_timeout: Duration::from_secs(5),
         pool_wait: Duration::from_secs(5),
         pool_max_waiting: usize::MAX,
+        handler_reads: true,
     }
 }
 

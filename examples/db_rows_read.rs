@@ -1,8 +1,10 @@
 //! Rows MariaDB reads per listing page, from its handler counters, for each query shape at the
 //! first page and at a cursor deep into the order (900,000 rows deep for unfiltered listings).
 //!
-//! Runs the service's own statements (`store::sql::Statements`) against `DATABASE_URL`. Exits
-//! non-zero when an index-served shape reads more than `take + 2` rows. Run by `perf/db`.
+//! Runs the service's own statements against `DATABASE_URL`, as `Store::list` does: the
+//! `HANDLER` read (`store::handler_read`) where the shape has one, then `store::sql::Statements`
+//! when that read cannot vouch for the page. Exits non-zero when an index-served shape reads
+//! more than `take + 2` rows. Run by `perf/db`.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +12,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
 use product_api::domain::{Filters, ListingQuery, Position, Price, SearchTerms, Sort};
 use product_api::seed::RARE_WORDS;
+use product_api::store::handler_read::{self, HandlerStatements};
 use product_api::store::sql::{band_range_max, continuation, position_of, Statements, Window};
 
 const TAKE: u8 = 20;
@@ -41,6 +44,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "shape", "page", "depth", "rows read", "ms"
     );
     let statements = Statements::build();
+    let handlers = HandlerStatements::build();
+    conn.query_drop(handler_read::OPEN).await?;
     let baseline = handler_reads_of_nothing(&mut conn).await?;
     let mut over_bound = Vec::new();
     for shape in shapes() {
@@ -65,7 +70,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 after,
             };
             let (rows_read, elapsed) =
-                measure_plan(&mut conn, &statements, &query, baseline).await?;
+                measure_plan(&mut conn, (&statements, &handlers), &query, baseline).await?;
             println!(
                 "{:<44} {:>14} {:>10} {:>10} {:>9.3}",
                 shape.name,
@@ -228,12 +233,19 @@ async fn position_at(
 /// `Store::list` decides).
 async fn measure_plan(
     conn: &mut Conn,
-    statements: &Statements,
+    (statements, handlers): (&Statements, &HandlerStatements),
     query: &ListingQuery,
     baseline: u64,
 ) -> Result<(u64, Duration), mysql_async::Error> {
     let plan = statements.plan(query);
     let mut total = (0, Duration::ZERO);
+    if let Some(read) = handlers.read(query) {
+        total = measure(conn, read.sql, &read.params, baseline).await?;
+        let rows: Vec<Row> = conn.exec(read.sql, read.params.clone()).await?;
+        if handler_read::judge(rows, &read).is_some() {
+            return Ok(total);
+        }
+    }
     if let Some(window) = &plan.window {
         let (rows, from) = measure_walk(conn, window, query.sort, baseline, &mut total).await?;
         let Some(from) = from else {

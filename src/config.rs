@@ -177,6 +177,7 @@ impl Config {
                 query_timeout,
                 pool_wait,
                 pool_max_waiting: env.parse("DB_POOL_MAX_WAITING", 2 * pool_max)?,
+                handler_reads: env.parse("DB_HANDLER_READS", true)?,
             },
             replicas: replicas(&env)?,
             l1_capacity_bytes: env.parse("L1_CAPACITY_BYTES", 64 * 1024 * 1024)?,

@@ -9,6 +9,7 @@
 //! write, the webhook and sync transactions, migrations, the seed and readiness use the primary.
 
 pub mod events;
+pub mod handler_read;
 pub mod migrate;
 pub mod pool;
 pub mod replica;
@@ -16,13 +17,14 @@ pub mod seed;
 pub mod sql;
 pub mod sync;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value};
 
 use crate::domain::{ListingQuery, Page, Position, Price, Product, Sort, Timestamp};
+use handler_read::{HandlerRead, HandlerStatements};
 use pool::{Admission, Gate, PooledConn};
 pub use replica::{PrimaryWindow, ReadCounts, ReplicaReport, ReplicaSettings, ReplicaState};
 use replica::{Replica, Rotation};
@@ -94,6 +96,8 @@ pub struct StoreSettings {
     /// With every connection out, a request arriving when this many already wait is refused at
     /// once (503) instead of joining the queue.
     pub pool_max_waiting: usize,
+    /// Whether plain pages are read with `HANDLER` first (`handler_read.rs`).
+    pub handler_reads: bool,
 }
 
 /// Why the store could not answer.
@@ -120,6 +124,7 @@ pub struct Store {
     /// The read replicas (none by default) and which of them may serve a listing now.
     rotation: Rotation,
     statements: Statements,
+    handler_statements: HandlerStatements,
     query_timeout: Duration,
     /// The most a listing may spend on a replica before it is retried on the primary: half the
     /// query deadline, so the retry still has the other half.
@@ -148,6 +153,11 @@ enum Walked {
 /// Which statement answered a page whose shape has two plans (see [`sql::Plan`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlanTaken {
+    /// A plain page read with `HANDLER` (see `handler_read.rs`).
+    HandlerRead,
+    /// A plain page the `HANDLER` read could not vouch for (a category's end, a category
+    /// differing in bytes only), answered by the `SELECT`.
+    HandlerUnsure,
     /// A search page from the bounded walk of the sort index.
     SearchWindow,
     /// A search page from the walk and one continuation sized by the matches it found.
@@ -164,7 +174,9 @@ pub enum PlanTaken {
 }
 
 impl PlanTaken {
-    pub const ALL: [PlanTaken; 6] = [
+    pub const ALL: [PlanTaken; 8] = [
+        PlanTaken::HandlerRead,
+        PlanTaken::HandlerUnsure,
         PlanTaken::SearchWindow,
         PlanTaken::SearchContinued,
         PlanTaken::SearchFulltext,
@@ -177,6 +189,8 @@ impl PlanTaken {
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
+            PlanTaken::HandlerRead => "handler_read",
+            PlanTaken::HandlerUnsure => "handler_unsure",
             PlanTaken::SearchWindow => "search_window",
             PlanTaken::SearchContinued => "search_continued",
             PlanTaken::SearchFulltext => "search_fulltext",
@@ -192,6 +206,8 @@ pub(crate) struct Database {
     pool: Pool,
     /// Counts, bounds and sheds the waits for `pool`'s connections.
     gate: Gate,
+    /// Whether pages are read with `HANDLER` here: off by setting, or once the server refused.
+    handler_reads: AtomicBool,
 }
 
 impl Database {
@@ -225,6 +241,7 @@ impl Database {
                 settings.pool_max_waiting,
                 metered,
             ),
+            handler_reads: AtomicBool::new(settings.handler_reads),
         })
     }
 
@@ -261,6 +278,7 @@ impl Store {
             primary: Database::new(database_url, settings, true)?,
             rotation: Rotation::new(replicas, replica_settings),
             statements: Statements::build(),
+            handler_statements: HandlerStatements::build(),
             query_timeout: settings.query_timeout,
             replica_timeout: settings.query_timeout / 2,
             listing_queries: AtomicU64::new(0),
@@ -356,6 +374,15 @@ impl Store {
     ) -> Result<Vec<Row>, StoreError> {
         let take = query.take;
         let mut conn = database.acquire(Admission::Request).await?;
+        if let Some(read) = self.handler_statements.read(query) {
+            if database.handler_reads.load(Ordering::Relaxed) {
+                if let Some(rows) = read_by_handler(database, &mut conn, &read).await {
+                    self.took(PlanTaken::HandlerRead);
+                    return Ok(rows);
+                }
+                self.took(PlanTaken::HandlerUnsure);
+            }
+        }
         if let Some(window) = &plan.window {
             let taken = match self.walk_window(database, &mut conn, window, query).await? {
                 Walked::Page(rows) => {
@@ -589,6 +616,45 @@ async fn exec_retrying(
             Ok(conn.exec(sql, params.to_vec()).await?)
         }
         Err(error) => Err(error.into()),
+    }
+}
+
+/// The page from a `HANDLER` read (see `handler_read.rs`), or `None` for the `SELECT` to
+/// answer: the rows could not vouch for the page, or the read failed. A connection that has not
+/// opened the handler opens it and reads again; a server that refuses the statement has these
+/// reads turned off. A broken connection is left to the `SELECT`'s retry.
+async fn read_by_handler(
+    database: &Database,
+    conn: &mut PooledConn,
+    read: &HandlerRead<'_>,
+) -> Option<Vec<Row>> {
+    let mut attempt = conn.exec(read.sql, read.params.clone()).await;
+    if server_code(&attempt) == Some(handler_read::NOT_OPEN) {
+        conn.query_drop(handler_read::OPEN).await.ok()?;
+        attempt = conn.exec(read.sql, read.params.clone()).await;
+    }
+    let refused =
+        server_code(&attempt).is_some_and(|code| handler_read::UNSUPPORTED.contains(&code));
+    match attempt {
+        Ok(rows) => handler_read::judge(rows, read),
+        Err(error) if refused => {
+            if database.handler_reads.swap(false, Ordering::Relaxed) {
+                tracing::warn!(%error, "the database refuses HANDLER reads; listings use SELECT only");
+            }
+            None
+        }
+        Err(error) => {
+            tracing::debug!(%error, "HANDLER read failed; the SELECT answers");
+            None
+        }
+    }
+}
+
+/// The server's error code, when `result` is a server's error.
+fn server_code<T>(result: &Result<T, mysql_async::Error>) -> Option<u16> {
+    match result {
+        Err(mysql_async::Error::Server(error)) => Some(error.code),
+        _ => None,
     }
 }
 

@@ -601,6 +601,7 @@ mod tests {
                         query_timeout: Duration::from_secs(1),
                         pool_wait: Duration::from_secs(1),
                         pool_max_waiting: 1,
+                        handler_reads: true,
                     },
                     false,
                 )

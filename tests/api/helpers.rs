@@ -135,6 +135,7 @@ pub fn store_settings() -> product_api::store::StoreSettings {
         query_timeout: Duration::from_secs(5),
         pool_wait: Duration::from_secs(5),
         pool_max_waiting: usize::MAX,
+        handler_reads: true,
     }
 }
 

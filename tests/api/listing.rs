@@ -70,6 +70,77 @@ async fn walking_one_category_in_each_sort_matches_sql() {
     database.drop_database().await;
 }
 
+/// Plain pages are read with `HANDLER` (`store/handler_read.rs`), which stops at no filter:
+/// the walks must still be SQL's, across a category's end, a category MySQL's collation
+/// equates with the filter but whose bytes differ (`Tops` for `tops`), and price bounds; and
+/// with `DB_HANDLER_READS=false` no page is read that way.
+#[tokio::test]
+async fn handler_reads_walk_exactly_the_rows_sql_returns() {
+    let database = TestDatabase::seeded(ROWS).await;
+    let mut conn = database.pool.get_conn().await.unwrap();
+    conn.query_drop(
+        "INSERT INTO products (name, description, price, category, created_at, updated_at) \
+         SELECT name, description, price, 'Tops', created_at, updated_at FROM products \
+         WHERE category = 'groceries' LIMIT 30",
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    let filters = [
+        ("1 = 1", "take=100"),
+        ("category = 'tops'", "category=tops&take=37"),
+        ("category = 'beauty'", "category=beauty&take=50"),
+    ];
+    let price_bands = [
+        (
+            "price >= 100.00 AND price <= 123.45",
+            "min_price=100&max_price=123.45&take=25",
+        ),
+        (
+            "category = 'tops' AND price >= 2500",
+            "category=tops&min_price=2500&take=20",
+        ),
+    ];
+    for handler_reads in ["true", "false"] {
+        let app = spawn_app(&Options::new(&database).with("DB_HANDLER_READS", handler_reads)).await;
+        for (sort, order_by) in SORTS {
+            let price_sorted = sort.ends_with("price");
+            let bands = price_bands.iter().filter(|_| price_sorted);
+            for (condition, query) in filters.iter().chain(bands) {
+                let expected = database
+                    .ids(
+                        &format!("SELECT id FROM products WHERE {condition} ORDER BY {order_by}"),
+                        Params::Empty,
+                    )
+                    .await;
+                assert!(!expected.is_empty(), "{condition}");
+                let walked = app.walk(&format!("{query}&sort={sort}")).await;
+                assert_same_walk(
+                    &walked,
+                    &expected,
+                    &format!("{query} {sort} {handler_reads}"),
+                );
+            }
+        }
+        let store = app.app.store();
+        let (read, unsure) = (
+            store.pages_by_plan(PlanTaken::HandlerRead),
+            store.pages_by_plan(PlanTaken::HandlerUnsure),
+        );
+        if handler_reads == "true" {
+            assert!(read > 0, "pages read with HANDLER");
+            assert!(
+                unsure > 0,
+                "`Tops` rows and categories' ends answered by SELECT"
+            );
+        } else {
+            assert_eq!((read, unsure), (0, 0), "DB_HANDLER_READS=false");
+        }
+        app.stop().await;
+    }
+    database.drop_database().await;
+}
+
 #[tokio::test]
 async fn walking_a_search_matches_words_as_prefixes_in_name_or_description() {
     let database = TestDatabase::seeded(ROWS).await;
