@@ -156,7 +156,7 @@ pub enum PlanTaken {
     /// A plain page read with `HANDLER` (see `handler_read.rs`).
     HandlerRead,
     /// A plain page the `HANDLER` read could not vouch for (a category's end, a category
-    /// differing in bytes only), answered by the `SELECT`.
+    /// differing in bytes only) or failed to read, answered by the `SELECT`.
     HandlerUnsure,
     /// A search page from the bounded walk of the sort index.
     SearchWindow,
