@@ -22,8 +22,8 @@
 
 use mysql_async::{Row, Value};
 
-use super::sql::{datetime_value, price_of};
-use crate::domain::{ListingQuery, Price, Sort, Timestamp};
+use super::sql::{self, decimal_value, index_named, key_value, price_of};
+use crate::domain::{ListingQuery, Price, Sort};
 
 /// Opens the handler every read uses, on the connection that runs it.
 pub const OPEN: &str = "HANDLER products OPEN AS listing_rows";
@@ -34,18 +34,6 @@ pub const NOT_OPEN: u16 = 1109;
 /// Server errors that say the server will not run these reads at all: `ER_UNSUPPORTED_PS`
 /// (MySQL 8 does not prepare `HANDLER`) and `ER_PARSE_ERROR`.
 pub const UNSUPPORTED: [u16; 2] = [1295, 1064];
-
-/// The columns a handler row starts with, as [`super::decode_product`] reads them: `HANDLER`
-/// returns the table's columns in table order, so a schema whose order differs is not read.
-const COLUMNS: [&str; 7] = [
-    "id",
-    "name",
-    "description",
-    "price",
-    "category",
-    "created_at",
-    "updated_at",
-];
 
 /// Every statement text, built once: one per index, direction and seek.
 pub struct HandlerStatements {
@@ -74,18 +62,12 @@ struct Seek {
     strict: bool,
 }
 
-const INDEXES: [&str; 4] = [
-    "idx_products_created",
-    "idx_products_price",
-    "idx_products_category_created",
-    "idx_products_category_price",
-];
-
 impl HandlerStatements {
     #[must_use]
     pub fn build() -> Self {
-        let mut texts = Vec::with_capacity(INDEXES.len() * 2 * 4 * 2);
-        for index in INDEXES {
+        let mut texts = Vec::with_capacity(4 * 2 * 4 * 2);
+        for (category, by_price) in [(false, false), (false, true), (true, false), (true, true)] {
+            let index = index_named(category, by_price);
             for descending in [false, true] {
                 for parts in 0..4 {
                     for strict in [false, true] {
@@ -163,16 +145,12 @@ fn seek_values(query: &ListingQuery) -> (Vec<Value>, Seek) {
         })
     });
     let strict = if let Some(after) = cursor {
-        values.push(if query.sort.is_by_price() {
-            decimal(Price(after.key))
-        } else {
-            datetime_value(Timestamp(after.key))
-        });
+        values.push(key_value(query.sort, after.key));
         values.push(Value::UInt(after.id));
         true
     } else {
         if let Some(bound) = start_bound {
-            values.push(decimal(bound));
+            values.push(decimal_value(bound));
         }
         false
     };
@@ -180,22 +158,20 @@ fn seek_values(query: &ListingQuery) -> (Vec<Value>, Seek) {
     (values, Seek { parts, strict })
 }
 
-fn decimal(price: Price) -> Value {
-    Value::Bytes(price.to_decimal_string().into_bytes())
-}
-
 /// The page in `rows` when the read is conclusive: every row up to the first one past a price
 /// bound is in the filters (the page ends there), by bytes. `None` when a row's category
 /// differs from the filter's, or the rows' columns are not the listing's: the `SELECT` answers.
 #[must_use]
 pub fn judge(mut rows: Vec<Row>, read: &HandlerRead<'_>) -> Option<Vec<Row>> {
+    // `HANDLER` returns the table's columns in table order; `decode_product` reads the
+    // listing's columns by position, so a table whose order differs is left to the `SELECT`.
     if let Some(first) = rows.first() {
-        let columns = first.columns_ref();
-        let named = columns.len() >= COLUMNS.len()
-            && COLUMNS
-                .iter()
-                .zip(columns)
-                .all(|(name, column)| column.name_ref() == name.as_bytes());
+        let mut columns = first.columns_ref().iter();
+        let named = sql::COLUMNS.split(", ").all(|name| {
+            columns
+                .next()
+                .is_some_and(|c| c.name_ref() == name.as_bytes())
+        });
         if !named {
             return None;
         }

@@ -374,14 +374,17 @@ impl Store {
     ) -> Result<Vec<Row>, StoreError> {
         let take = query.take;
         let mut conn = database.acquire(Admission::Request).await?;
-        if let Some(read) = self.handler_statements.read(query) {
-            if database.handler_reads.load(Ordering::Relaxed) {
-                if let Some(rows) = read_by_handler(database, &mut conn, &read).await {
-                    self.took(PlanTaken::HandlerRead);
-                    return Ok(rows);
-                }
-                self.took(PlanTaken::HandlerUnsure);
+        let handler_read = database
+            .handler_reads
+            .load(Ordering::Relaxed)
+            .then(|| self.handler_statements.read(query))
+            .flatten();
+        if let Some(read) = handler_read {
+            if let Some(rows) = read_by_handler(database, &mut conn, &read).await {
+                self.took(PlanTaken::HandlerRead);
+                return Ok(rows);
             }
+            self.took(PlanTaken::HandlerUnsure);
         }
         if let Some(window) = &plan.window {
             let taken = match self.walk_window(database, &mut conn, window, query).await? {

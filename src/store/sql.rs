@@ -13,7 +13,7 @@ use mysql_async::Value;
 
 use crate::domain::{ListingQuery, Position, Sort, Timestamp};
 
-const COLUMNS: &str = "id, name, description, price, category, created_at, updated_at";
+pub(super) const COLUMNS: &str = "id, name, description, price, category, created_at, updated_at";
 /// [`COLUMNS`] of the table joined as `p` to a derived table of ids.
 const JOINED_COLUMNS: &str =
     "p.id, p.name, p.description, p.price, p.category, p.created_at, p.updated_at";
@@ -397,7 +397,12 @@ fn push_keyset(sql: &mut String, shape: Shape) {
 
 /// The index that serves `shape`'s order (with its category, if any).
 fn index_of(shape: Shape) -> &'static str {
-    match (shape.category, shape.sort.is_by_price()) {
+    index_named(shape.category, shape.sort.is_by_price())
+}
+
+/// The index in the order of `by_price` (else the date), under a category or not.
+pub(super) fn index_named(category: bool, by_price: bool) -> &'static str {
+    match (category, by_price) {
         (false, false) => "idx_products_created",
         (false, true) => "idx_products_price",
         (true, false) => "idx_products_category_created",
@@ -531,7 +536,7 @@ fn window_parameters(query: &ListingQuery) -> (Vec<Value>, Vec<Value>) {
     let prices: Vec<Value> = [filters.min_price, filters.max_price]
         .into_iter()
         .flatten()
-        .map(|price| Value::Bytes(price.to_decimal_string().into_bytes()))
+        .map(decimal_value)
         .collect();
     let mut before = Vec::with_capacity(6);
     if let Some(category) = &filters.category {
@@ -556,15 +561,7 @@ fn window_parameters(query: &ListingQuery) -> (Vec<Value>, Vec<Value>) {
 /// The cursor's key twice and its id, for the keyset condition.
 fn push_position(params: &mut Vec<Value>, query: &ListingQuery) {
     if let Some(after) = query.after {
-        let key = if query.sort.is_by_price() {
-            Value::Bytes(
-                crate::domain::Price(after.key)
-                    .to_decimal_string()
-                    .into_bytes(),
-            )
-        } else {
-            datetime_value(Timestamp(after.key))
-        };
+        let key = key_value(query.sort, after.key);
         params.push(key.clone());
         params.push(key);
         params.push(Value::UInt(after.id));
@@ -590,8 +587,22 @@ fn push_filter_values(params: &mut Vec<Value>, query: &ListingQuery) {
         params.push(Value::Bytes(search.boolean_mode_expression().into_bytes()));
     }
     for price in [filters.min_price, filters.max_price].into_iter().flatten() {
-        params.push(Value::Bytes(price.to_decimal_string().into_bytes()));
+        params.push(decimal_value(price));
     }
+}
+
+/// A cursor's sort key as the parameter its column compares with.
+pub(super) fn key_value(sort: Sort, key: i64) -> Value {
+    if sort.is_by_price() {
+        decimal_value(crate::domain::Price(key))
+    } else {
+        datetime_value(Timestamp(key))
+    }
+}
+
+/// A price as a `DECIMAL(12,2)` parameter (its text: exact, unlike a float).
+pub(super) fn decimal_value(price: crate::domain::Price) -> Value {
+    Value::Bytes(price.to_decimal_string().into_bytes())
 }
 
 /// A MySQL `DATETIME` value (binary protocol) as a timestamp; `None` for any other value.
