@@ -51,6 +51,9 @@ pub struct Config {
     pub store: StoreSettings,
     /// `DATABASE_READ_URLS` and the freshness rules of listing reads sent to them.
     pub replicas: ReplicaSettings,
+    /// `RECONCILE_SIGNATURES`: whether `serve` re-signs rows with a stale search signature at
+    /// start-up (`store::signatures`); the perf scripts turn it off after `seed` has done it.
+    pub reconcile_signatures: bool,
     pub l1_capacity_bytes: u64,
     pub l1_ttl: Duration,
     pub l2: L2Settings,
@@ -180,6 +183,7 @@ impl Config {
                 handler_reads: env.parse("DB_HANDLER_READS", true)?,
             },
             replicas: replicas(&env)?,
+            reconcile_signatures: env.parse("RECONCILE_SIGNATURES", true)?,
             l1_capacity_bytes: env.parse("L1_CAPACITY_BYTES", 64 * 1024 * 1024)?,
             l1_ttl: env.millis("L1_TTL_MS", 5_000)?,
             l2: L2Settings {

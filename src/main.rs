@@ -48,8 +48,17 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Seed { rows } => {
             migrate(&config).await?;
             let store = Arc::new(open_store(&config)?);
-            let inserted = seed::top_up(store, rows).await.context("seeding")?;
+            let inserted = seed::top_up(store.clone(), rows).await.context("seeding")?;
             tracing::info!(inserted, target = rows, "seed done");
+            // Rows seeded before migration 0006 are signed here, before any load runs.
+            let done = store::signatures::reconcile(&store)
+                .await
+                .context("reconciling search signatures")?;
+            tracing::info!(
+                checked = done.checked,
+                signed = done.signed,
+                "signatures done"
+            );
             Ok(())
         }
         Command::Serve => serve(config).await,
@@ -122,9 +131,31 @@ fn spawn_background_sync(
     Ok(())
 }
 
+/// Re-signs rows whose search signature is not their text's (`store::signatures`), once, in the
+/// background: serving does not wait for it, and a failure is retried by the next start.
+fn spawn_signature_reconcile(app: &Arc<App>) {
+    let app = Arc::downgrade(app);
+    tokio::spawn(async move {
+        let Some(app) = app.upgrade() else { return };
+        let started = std::time::Instant::now();
+        match store::signatures::reconcile(app.store()).await {
+            Ok(done) => tracing::info!(
+                checked = done.checked,
+                signed = done.signed,
+                elapsed_ms = started.elapsed().as_millis(),
+                "search signatures reconciled"
+            ),
+            Err(error) => tracing::warn!(%error, "reconciling search signatures failed"),
+        }
+    });
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     migrate(&config).await?;
     let app = Arc::new(App::build(&config).await?);
+    if config.reconcile_signatures {
+        spawn_signature_reconcile(&app);
+    }
     if let Some(upstream) = &config.upstream {
         if let Some(interval) = upstream.sync_interval {
             spawn_background_sync(&config, &app, upstream, interval)?;

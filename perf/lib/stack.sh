@@ -71,7 +71,7 @@ SERVER_DB_POOL_MAX_WAITING="${SERVER_DB_POOL_MAX_WAITING:-512}"
 start_server() {
     port="$(free_port)"
     host="http://127.0.0.1:$port"
-    local settings="HOST=127.0.0.1 PORT=$port RATE_LIMIT_PRESET=off LOG_FORMAT=json DB_POOL_MIN=$SERVER_DB_POOL_MAX DB_POOL_MAX=$SERVER_DB_POOL_MAX DB_POOL_MAX_WAITING=$SERVER_DB_POOL_MAX_WAITING${SERVER_EXTRA_ENV:+ $SERVER_EXTRA_ENV}"
+    local settings="HOST=127.0.0.1 PORT=$port RATE_LIMIT_PRESET=off RECONCILE_SIGNATURES=false LOG_FORMAT=json DB_POOL_MIN=$SERVER_DB_POOL_MAX DB_POOL_MAX=$SERVER_DB_POOL_MAX DB_POOL_MAX_WAITING=$SERVER_DB_POOL_MAX_WAITING${SERVER_EXTRA_ENV:+ $SERVER_EXTRA_ENV}"
     log "starting product-api on $host (log: $server_log)"
     printf '+ %s WEBHOOK_SECRET=(generated) %s serve\n' "$settings" "$server_bin" >&2
     commands+=("$settings WEBHOOK_SECRET=(generated) $server_bin serve")

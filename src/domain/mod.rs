@@ -3,6 +3,7 @@
 pub mod event;
 pub mod price;
 pub mod search;
+pub mod signature;
 pub mod timestamp;
 
 pub use price::Price;

@@ -13,6 +13,7 @@ use mysql_async::{IsolationLevel, Transaction, TxOpts, Value};
 use super::sql::{datetime_value, timestamp_of};
 use super::{Store, StoreError};
 use crate::domain::event::{ExternalProduct, ProductChange, ProductEvent};
+use crate::domain::signature;
 
 /// What applying an event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,32 +218,30 @@ async fn upsert_product(
     product: &ExternalProduct,
     exists: bool,
 ) -> Result<(), StoreError> {
-    let price = product.price.to_decimal_string();
-    if exists {
+    let fields: [Value; 4] = [
+        product.name.as_str().into(),
+        product.description.as_str().into(),
+        product.price.to_decimal_string().into(),
+        product.category.as_str().into(),
+    ];
+    // Written with the text it signs, in the same statement: a row's signature never describes
+    // other text (search walks would miss the row).
+    let signature = signature::of_product(&product.name, &product.description);
+    let tail = [signature.into(), product.external_id.as_str().into()];
+    let (sql, params): (&str, Vec<Value>) = if exists {
         // `updated_at` first: MySQL and MariaDB evaluate SET left to right, so the comparison sees
         // the old values, and an event that changes nothing leaves the row as it was.
-        tx.exec_drop(
-            "UPDATE products SET updated_at = IF(name <> ? OR description <> ? OR price <> CAST(? AS DECIMAL(12,2)) OR category <> ?, UTC_TIMESTAMP(6), updated_at), name = ?, description = ?, price = CAST(? AS DECIMAL(12,2)), category = ? WHERE external_id = ?",
-            (
-                &product.name,
-                &product.description,
-                &price,
-                &product.category,
-                &product.name,
-                &product.description,
-                &price,
-                &product.category,
-                &product.external_id,
-            ),
+        (
+            "UPDATE products SET updated_at = IF(name <> ? OR description <> ? OR price <> CAST(? AS DECIMAL(12,2)) OR category <> ?, UTC_TIMESTAMP(6), updated_at), name = ?, description = ?, price = CAST(? AS DECIMAL(12,2)), category = ?, search_signature = ? WHERE external_id = ?",
+            fields.iter().cloned().chain(fields.clone()).chain(tail).collect(),
         )
-        .await?;
     } else {
-        tx.exec_drop(
-            "INSERT INTO products (name, description, price, category, created_at, updated_at, external_id) VALUES (?, ?, CAST(? AS DECIMAL(12,2)), ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), ?)",
-            (&product.name, &product.description, &price, &product.category, &product.external_id),
+        (
+            "INSERT INTO products (name, description, price, category, created_at, updated_at, search_signature, external_id) VALUES (?, ?, CAST(? AS DECIMAL(12,2)), ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), ?, ?)",
+            fields.into_iter().chain(tail).collect(),
         )
-        .await?;
-    }
+    };
+    tx.exec_drop(sql, params).await?;
     Ok(())
 }
 

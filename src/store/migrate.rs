@@ -41,6 +41,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "price_indexes_carry_date",
         sql: include_str!("../../migrations/0005_price_indexes_carry_date.sql"),
     },
+    Migration {
+        version: 6,
+        name: "search_signature",
+        sql: include_str!("../../migrations/0006_search_signature.sql"),
+    },
 ];
 
 /// How long to wait for another instance's migration run.

@@ -14,6 +14,7 @@ pub mod migrate;
 pub mod pool;
 pub mod replica;
 pub mod seed;
+pub mod signatures;
 pub mod sql;
 pub mod sync;
 

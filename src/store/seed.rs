@@ -5,6 +5,7 @@ use mysql_async::Value;
 
 use super::sql::datetime_value;
 use super::{Store, StoreError};
+use crate::domain::signature;
 use crate::seed::SeedProduct;
 
 /// Rows the seed has written so far (rows from the outside world carry an `external_id`).
@@ -23,15 +24,15 @@ pub async fn insert(store: &Store, rows: &[SeedProduct]) -> Result<(), StoreErro
     }
     let mut sql = String::with_capacity(100 + rows.len() * 16);
     sql.push_str(
-        "INSERT INTO products (name, description, price, category, created_at, updated_at) VALUES ",
+        "INSERT INTO products (name, description, price, category, created_at, updated_at, search_signature) VALUES ",
     );
     for index in 0..rows.len() {
         if index > 0 {
             sql.push(',');
         }
-        sql.push_str("(?, ?, ?, ?, ?, ?)");
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?)");
     }
-    let mut params = Vec::with_capacity(rows.len() * 6);
+    let mut params = Vec::with_capacity(rows.len() * 7);
     for row in rows {
         params.push(Value::Bytes(row.name.as_bytes().to_vec()));
         params.push(Value::Bytes(row.description.as_bytes().to_vec()));
@@ -39,6 +40,10 @@ pub async fn insert(store: &Store, rows: &[SeedProduct]) -> Result<(), StoreErro
         params.push(Value::Bytes(row.category.as_bytes().to_vec()));
         params.push(datetime_value(row.created_at));
         params.push(datetime_value(row.updated_at));
+        params.push(Value::UInt(signature::of_product(
+            &row.name,
+            &row.description,
+        )));
     }
     let mut conn = store.connection().await?;
     conn.exec_drop(sql, params).await?;

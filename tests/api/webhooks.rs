@@ -362,3 +362,44 @@ async fn without_a_secret_the_webhook_route_answers_503() {
     app.stop().await;
     database.drop_database().await;
 }
+
+/// Every write of a product's text writes its search signature in the same statement: a search
+/// walk tests the signature before reading the row, so a stale one would hide the row.
+#[tokio::test]
+async fn a_product_written_by_a_webhook_carries_its_texts_search_signature() {
+    let database = TestDatabase::create().await;
+    let app = spawn_app(&Options::new(&database)).await;
+    let now = now_seconds();
+    let stored = || async {
+        let mut conn = database.pool.get_conn().await.unwrap();
+        let row: Option<(String, String, u64)> = conn
+            .query_first(
+                "SELECT name, description, search_signature FROM products \
+                 WHERE external_id = 'ext-sig'",
+            )
+            .await
+            .unwrap();
+        row.unwrap()
+    };
+    for (index, (kind, at, name)) in [
+        ("product.created", "2026-01-01T00:00:00Z", "Walnut Lamp"),
+        ("product.updated", "2026-01-02T00:00:00Z", "Copper Kettle"),
+        ("product.updated", "2026-01-03T00:00:00Z", "Café Chair"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = event(kind, at, "ext-sig", name, "tops");
+        let reply = app.deliver(&format!("evt-sig-{index}"), now, &body).await;
+        assert_eq!(reply.json()["status"], "processed");
+        let (stored_name, description, signature) = stored().await;
+        assert_eq!(stored_name, name);
+        assert_eq!(
+            signature,
+            product_api::domain::signature::of_product(&stored_name, &description),
+            "{kind} {name}"
+        );
+    }
+    app.stop().await;
+    database.drop_database().await;
+}
