@@ -132,21 +132,30 @@ fn spawn_background_sync(
 }
 
 /// Re-signs rows whose search signature is not their text's (`store::signatures`), once, in the
-/// background: serving does not wait for it, and a failure is retried by the next start.
+/// background: serving does not wait for it, a failure is retried by the next start, and the app
+/// is held only during a batch, so shutdown can still close it.
 fn spawn_signature_reconcile(app: &Arc<App>) {
     let app = Arc::downgrade(app);
     tokio::spawn(async move {
-        let Some(app) = app.upgrade() else { return };
         let started = std::time::Instant::now();
-        match store::signatures::reconcile(app.store()).await {
-            Ok(done) => tracing::info!(
-                checked = done.checked,
-                signed = done.signed,
-                elapsed_ms = started.elapsed().as_millis(),
-                "search signatures reconciled"
-            ),
-            Err(error) => tracing::warn!(%error, "reconciling search signatures failed"),
+        let mut run = store::signatures::Reconciliation::default();
+        loop {
+            let Some(app) = app.upgrade() else { return };
+            match run.step(app.store()).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "reconciling search signatures failed");
+                    return;
+                }
+            }
         }
+        tracing::info!(
+            checked = run.totals.checked,
+            signed = run.totals.signed,
+            elapsed_ms = started.elapsed().as_millis(),
+            "search signatures reconciled"
+        );
     });
 }
 

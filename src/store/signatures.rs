@@ -32,18 +32,32 @@ pub struct Reconciled {
 
 /// Reads every row once and re-signs those whose signature is not their text's.
 pub async fn reconcile(store: &Store) -> Result<Reconciled, StoreError> {
-    let mut totals = Reconciled::default();
-    let mut after = 0;
-    loop {
-        let rows = read_batch(store, after).await?;
+    let mut run = Reconciliation::default();
+    while run.step(store).await? {}
+    Ok(run.totals)
+}
+
+/// A reconciliation in batches, so a caller can stop between them (the service's shutdown).
+#[derive(Debug, Default)]
+pub struct Reconciliation {
+    /// The last id checked.
+    after: u64,
+    pub totals: Reconciled,
+}
+
+impl Reconciliation {
+    /// Checks the next batch of rows and re-signs its stale ones; false once past the last row.
+    pub async fn step(&mut self, store: &Store) -> Result<bool, StoreError> {
+        let rows = read_batch(store, self.after).await?;
         let Some(last) = rows.last().map(|row| row.id) else {
-            return Ok(totals);
+            return Ok(false);
         };
-        totals.checked += rows.len() as u64;
+        self.totals.checked += rows.len() as u64;
         if rows.iter().any(Row::is_stale) {
-            totals.signed += sign_range(store, after, last).await?;
+            self.totals.signed += sign_range(store, self.after, last).await?;
         }
-        after = last;
+        self.after = last;
+        Ok(true)
     }
 }
 
