@@ -5,9 +5,9 @@
 -- match, instead of every row of its window (issue 5, target 3).
 --
 -- The default, every bit set, passes every search: rows written before this migration stay
--- correct, and the service's backfill (`store::backfill`) signs them in the background. One
--- ALTER, valid on MySQL 8 and MariaDB; each index keeps its name, so `FORCE INDEX` hints and
--- `HANDLER … READ` index names are unchanged.
+-- correct, and `serve` (at start-up, in the background) and `seed` sign them
+-- (`store::signatures`). One ALTER, valid on MySQL 8 and MariaDB; each index keeps its name, so
+-- `FORCE INDEX` hints and `HANDLER … READ` index names are unchanged.
 ALTER TABLE products
     ADD COLUMN search_signature BIGINT UNSIGNED NOT NULL DEFAULT 18446744073709551615,
     DROP INDEX idx_products_created,

@@ -18,10 +18,11 @@
 //! disagree with them.
 
 /// The column's default: a row written before the column existed, or by a writer that does not
-/// compute it. Every bit set, so every search passes it; the backfill replaces it.
+/// compute it. Every bit set, so every search passes it; `store::signatures` replaces it.
 pub const UNSIGNED: u64 = u64::MAX;
 /// A row whose text is not plain ASCII: every word bit set, so every search passes it, but not
-/// [`UNSIGNED`] (bit 63 is never a word bit), so the backfill knows it is done.
+/// [`UNSIGNED`] (bit 63 is never a word bit), so a row never signed can be told from a signed
+/// one by its value alone (`WHERE search_signature = 18446744073709551615`).
 pub const PASS_ALL: u64 = u64::MAX >> 1;
 
 /// The signature of a product's searchable text (`CONCAT_WS(' ', name, description)`).

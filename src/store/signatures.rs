@@ -74,8 +74,14 @@ impl Row {
         signature::of_product(&self.name, &self.description)
     }
 
+    /// `(id, signature)` to write when the stored signature is not the text's.
+    fn fix(&self) -> Option<(u64, u64)> {
+        let expected = self.expected();
+        (self.signature != expected).then_some((self.id, expected))
+    }
+
     fn is_stale(&self) -> bool {
-        self.signature != self.expected()
+        self.fix().is_some()
     }
 }
 
@@ -109,7 +115,10 @@ async fn sign_range(store: &Store, after: u64, last: u64) -> Result<u64, StoreEr
             (after, last),
         )
         .await?;
-    let stale: Vec<Row> = rows.into_iter().map(row_of).filter(Row::is_stale).collect();
+    let stale: Vec<(u64, u64)> = rows
+        .into_iter()
+        .filter_map(|row| row_of(row).fix())
+        .collect();
     if let Some((sql, params)) = update_of(&stale) {
         tx.exec_drop(sql, params).await?;
     }
@@ -118,22 +127,22 @@ async fn sign_range(store: &Store, after: u64, last: u64) -> Result<u64, StoreEr
 }
 
 /// One `UPDATE` setting each stale row's signature: `CASE id WHEN ? THEN ? … END`, by primary key.
-fn update_of(stale: &[Row]) -> Option<(String, Vec<Value>)> {
+fn update_of(stale: &[(u64, u64)]) -> Option<(String, Vec<Value>)> {
     if stale.is_empty() {
         return None;
     }
     let mut sql = String::with_capacity(80 + stale.len() * 18);
     sql.push_str("UPDATE products SET search_signature = CASE id");
     let mut params = Vec::with_capacity(stale.len() * 3);
-    for row in stale {
+    for &(id, signature) in stale {
         sql.push_str(" WHEN ? THEN ?");
-        params.push(Value::UInt(row.id));
-        params.push(Value::UInt(row.expected()));
+        params.push(Value::UInt(id));
+        params.push(Value::UInt(signature));
     }
     sql.push_str(" END WHERE id IN (");
-    for (index, row) in stale.iter().enumerate() {
+    for (index, &(id, _)) in stale.iter().enumerate() {
         sql.push_str(if index == 0 { "?" } else { ", ?" });
-        params.push(Value::UInt(row.id));
+        params.push(Value::UInt(id));
     }
     sql.push(')');
     Some((sql, params))
@@ -161,8 +170,11 @@ mod tests {
 
     #[test]
     fn the_update_sets_each_stale_row_by_its_id() {
-        let rows = [row(3, "oak", 0), row(9, "walnut", 0)];
-        let (sql, params) = update_of(&rows).unwrap();
+        let stale: Vec<(u64, u64)> = [row(3, "oak", 0), row(9, "walnut", 0)]
+            .iter()
+            .filter_map(Row::fix)
+            .collect();
+        let (sql, params) = update_of(&stale).unwrap();
         assert_eq!(
             sql,
             "UPDATE products SET search_signature = CASE id WHEN ? THEN ? WHEN ? THEN ? END \
